@@ -1,0 +1,97 @@
+"""Core commands: `forge ingest`, `forge sql`, `forge run`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.cli.common import WarehouseOption, user_errors
+from pipeline.sources import SOURCE_NAMES
+from pipeline.storage import Warehouse
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.command("sql")(sql)
+    app.command("run")(run)
+
+
+@user_errors
+def ingest(
+    source: Annotated[str, typer.Option(help=f"One of: {', '.join(SOURCE_NAMES)}.")],
+    path: Annotated[Path, typer.Option(help="Metadata file or folder in the corpus's own format.")],
+    audio_root: Annotated[
+        Path | None, typer.Option(help="Folder audio paths are relative to (default: PATH).")
+    ] = None,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Ingest one corpus's metadata into `clips` (bad rows go to `rejects`)."""
+    from flows.ingest import ingest_flow
+
+    if source not in SOURCE_NAMES:
+        raise typer.BadParameter(
+            f"unknown source {source!r}; choose one of {', '.join(SOURCE_NAMES)}"
+        )
+    summary = ingest_flow(
+        source=source,
+        path=str(path),
+        audio_root=str(audio_root) if audio_root else None,
+        warehouse=str(Warehouse(warehouse).root),
+    )
+    typer.echo(
+        f"{summary.source}: {summary.clips} clips, {summary.rejects} rejects "
+        f"{summary.rejects_by_reason or ''}".rstrip()
+    )
+
+
+@user_errors
+def sql(
+    query: Annotated[str, typer.Argument(help="A SELECT (or EXPLAIN) statement.")],
+    format: Annotated[
+        OutputFormat, typer.Option("--format", help="Output format.")
+    ] = OutputFormat.table,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Run read-only SQL against the catalog (views: clips, rejects, items, ...)."""
+    columns, rows = Warehouse(warehouse).read_only_sql(query)
+    print_rows(columns, rows, format)
+
+
+def print_rows(columns: list[str], rows: list[tuple[Any, ...]], format: OutputFormat) -> None:
+    if format is OutputFormat.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif format is OutputFormat.json:
+        typer.echo(
+            json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1)
+        )
+    else:
+        table = Table(*columns, show_lines=False)
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        Console(width=max(120, Console().width)).print(table)
+
+
+@user_errors
+def run(warehouse: WarehouseOption = None) -> None:
+    """The main job on the embedded sample data, offline: ingest every sample corpus."""
+    from flows.ingest import ingest_samples_flow
+
+    summaries = ingest_samples_flow(warehouse=str(Warehouse(warehouse).root))
+    for s in summaries:
+        typer.echo(f"{s.source}: {s.clips} clips, {s.rejects} rejects")

@@ -1,0 +1,1 @@
+"""Audio helpers shared by the stages: decoding clips (`io`) and measured features."""

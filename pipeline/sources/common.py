@@ -11,7 +11,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from pipeline.errors import InputFormatError
 from pipeline.sources.records import ClipRecord, Rejection
@@ -47,12 +47,14 @@ def safe_audio_path(raw: str) -> str:
         raise UnsafeAudioPath("audio path contains a NUL byte")
     if "\\" in text or _WINDOWS_DRIVE_RE.match(text):
         raise UnsafeAudioPath(f"audio path {text!r} is not a relative POSIX path")
-    path = PurePosixPath(text)
-    if path.is_absolute():
+    if text.startswith("/"):
         raise UnsafeAudioPath(f"audio path {text!r} is absolute")
-    if any(part == ".." for part in path.parts):
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if ".." in parts:
         raise UnsafeAudioPath(f"audio path {text!r} escapes the audio root with '..'")
-    return str(path)
+    if not parts:
+        raise UnsafeAudioPath(f"audio path {text!r} names no file")
+    return "/".join(parts)
 
 
 def normalise_split(name: str | None) -> str | None:

@@ -168,6 +168,7 @@ def _load_shard(shard: Path, base: Path, seen: set[str]) -> LoaderOutput:
                 # A webdataset sample is contiguous: once a new stem starts, older ones are done.
                 for done in [s for s in pending if s != stem]:
                     yield from _shard_record(pending.pop(done), done, rel_shard, shard, split, seen)
+            end_offset = stream.offset
     except tarfile.TarError as exc:
         yield reject(
             SOURCE,
@@ -176,8 +177,28 @@ def _load_shard(shard: Path, base: Path, seen: set[str]) -> LoaderOutput:
             "unreadable_shard",
             f"tar shard is corrupt after member {member_no}: {exc}",
         )
+    else:
+        # tarfile stops quietly at a damaged header; what follows the last member must be padding.
+        if shard.suffix == ".tar" and _has_trailing_data(shard, end_offset):
+            yield reject(
+                SOURCE,
+                shard,
+                member_no or None,
+                "unreadable_shard",
+                f"tar shard is corrupt after member {member_no}: data after the last "
+                "readable member is not a tar header",
+            )
     for stem, entry in pending.items():
         yield from _shard_record(entry, stem, rel_shard, shard, split, seen)
+
+
+def _has_trailing_data(shard: Path, offset: int) -> bool:
+    with open(shard, "rb") as handle:
+        handle.seek(offset)
+        while chunk := handle.read(1 << 20):
+            if chunk.strip(b"\0"):
+                return True
+    return False
 
 
 def _duration(data: bytes) -> float | None:
@@ -198,7 +219,7 @@ def _shard_record(
     split: str | None,
     seen: set[str],
 ) -> Iterator[ClipRecord | Rejection]:
-    name = Path(stem).name
+    name = stem.rpartition("/")[2]
     where = f"{shard}#{stem}.json"
     if "json" not in entry:
         yield reject(

@@ -1,0 +1,171 @@
+"""The task contract: what one dataset task module provides, and what it is handed.
+
+A task subclasses `Task` and implements `build_items(ctx)`, returning `ItemDraft`s with
+their split already assigned (via `ctx.splits`) and their task-specific validation done
+(reasons in `draft.reasons`). `pipeline.tasks.common.generate.generate_task` does the rest
+the same way for every task: item ids, generation version, dedup, the task's
+`finalize` hook (e.g. label balancing), and the atomic `item_records` partitions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.tasks.common import validators as v
+from pipeline.tasks.common.records import ItemRecord, ItemSplit
+from pipeline.tasks.common.splits import SplitAssigner, SplitPolicy
+
+if TYPE_CHECKING:  # the engine is imported lazily: pipeline.llm imports pipeline.tasks
+    from pipeline.llm import GenerationEngine, LLMConfig, LLMRequest, LLMResult, PromptLibrary
+    from pipeline.storage import Warehouse
+
+MODEL_TEMPLATE = "template"  # model of items rendered from knowledge tables, no LLM call
+
+
+class ItemDraft(BaseModel):
+    """An item as a task built it; `generate_task` turns it into an `ItemRecord`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: ItemSplit
+    generation_key: str  # unique per item within (task, clip_ids, prompt_version)
+    subtask: str | None = None
+    clip_ids: list[str] = Field(default_factory=list)
+    input: str | None = None
+    answer: str | None = None
+    options: list[str] = Field(default_factory=list)
+    spans: list[str] = Field(default_factory=list)
+    focus: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+    prompt_name: str | None = None
+    prompt_version: str | None = None
+    model: str | None = None
+    llm_call_key: str | None = None
+    reasons: list[str] = Field(default_factory=list)  # empty = valid
+
+
+def llm_outcome_reasons(result: LLMResult, decline_field: str = "decline") -> list[str]:
+    """Reason codes for an LLM result that cannot become an item (empty when usable)."""
+    if result.status == "invalid_output":
+        return [v.SCHEMA_INVALID]
+    if result.status == "refused":
+        return [v.LLM_REFUSED]
+    if result.status != "ok" or result.parsed is None:
+        return [v.LLM_ERROR]
+    if result.parsed.get(decline_field):
+        return [v.LLM_DECLINED]
+    return []
+
+
+def draft_lineage(result: LLMResult) -> dict[str, Any]:
+    """The ItemDraft fields that record which prompt/model/call produced an item."""
+    return {
+        "prompt_name": result.prompt_name,
+        "prompt_version": result.prompt_version,
+        "model": result.model,
+        "llm_call_key": result.call_key,
+    }
+
+
+def stable_hash(*parts: Any, length: int = 24) -> str:
+    """sha256 over a canonical JSON of the parts, as hex; the one id recipe of this stage."""
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def item_id(task: str, clip_ids: Sequence[str], prompt_version: str | None, key: str) -> str:
+    """Stable item id: sha256(task, clip ids in order, prompt version, generation key)[:24]."""
+    return stable_hash(task, list(clip_ids), prompt_version, key)
+
+
+@dataclass
+class TaskContext:
+    """Everything a task's `build_items` may use. Created by `generate_task`."""
+
+    warehouse: Warehouse
+    run_id: str
+    seed: int
+    llm_config: LLMConfig
+    prompts: PromptLibrary
+    splits: SplitAssigner
+    wanted_splits: frozenset[str] | None = None  # None = every split
+    _engine: GenerationEngine | None = field(default=None, repr=False)
+    notes: dict[str, Any] = field(default_factory=dict)  # task counters → GenerateSummary.notes
+
+    def wants(self, split: str | None) -> bool:
+        return split is not None and (self.wanted_splits is None or split in self.wanted_splits)
+
+    @property
+    def engine(self) -> GenerationEngine:
+        if self._engine is None:
+            from pipeline.llm import GenerationEngine
+
+            self._engine = GenerationEngine(
+                self.warehouse, self.prompts, self.llm_config, self.run_id
+            )
+        return self._engine
+
+    def run_llm(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
+        """Run requests through the engine (cached in llm_calls); results in request order."""
+        if not requests:
+            return []
+        return self.engine.run(list(requests))
+
+    def prompt_version(self, name: str) -> str:
+        return self.prompts.get(name).version
+
+    def clips(self, where: str = "TRUE", params: list[Any] | None = None) -> list[dict[str, Any]]:
+        """Clip rows (the `clips` view) matching a WHERE clause with bound parameters."""
+        return self.warehouse.rows(
+            f"SELECT * FROM clips WHERE {where} ORDER BY clip_id", params or []
+        )
+
+
+class ExportOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_dropped: bool = False  # also export items the CLAP filter dropped
+    extra_columns: bool = False  # task formats: add our columns after the published ones
+
+
+class Task:
+    """Base class of a dataset task. Subclasses set the class attributes and `build_items`."""
+
+    task_id: ClassVar[str]
+    prompt_names: ClassVar[tuple[str, ...]] = ()  # templates it renders, e.g. 'nlar/qa'
+    export_formats: ClassVar[tuple[str, ...]] = ()  # task formats beyond the common hf/jsonl
+    label_field: ClassVar[str | None] = "answer"  # column the report's label balance counts
+    dedup_sql: ClassVar[str] = "input"  # SQL twin of `dedup_text`, for the report's check
+    split_policy: ClassVar[SplitPolicy] = SplitPolicy()
+
+    def config(self) -> dict[str, Any]:
+        """Task settings that change the items (e.g. min pitch gap): part of the version."""
+        return {}
+
+    def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
+        raise NotImplementedError
+
+    def dedup_text(self, record: ItemRecord) -> str | None:
+        """The text compared for duplicates (default: the input sentence/question)."""
+        return record.input
+
+    def finalize(self, records: list[ItemRecord]) -> dict[str, int]:
+        """Hook after dedup (e.g. label balancing by rejecting a surplus); returns counts."""
+        return {}
+
+    def export(
+        self, fmt: str, rows: list[dict[str, Any]], out_dir: Path, options: ExportOptions
+    ) -> list[Path]:
+        """Write a task-specific format from `items_current` rows; returns the files."""
+        raise NotImplementedError(f"{self.task_id} has no export format {fmt!r}")
+
+    def report_sections(self, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """Extra Markdown sections (title, body) for `forge report`, from `items_current`."""
+        return []

@@ -1,0 +1,157 @@
+"""`generate_task`: one task's items, from clip selection to `item_records` partitions."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import ForgeError
+from pipeline.storage.warehouse import utc_now
+from pipeline.tasks.common.base import ItemDraft, Task, TaskContext, item_id, stable_hash
+from pipeline.tasks.common.dedup import mark_duplicates
+from pipeline.tasks.common.records import GenerateSummary, ItemRecord
+from pipeline.tasks.common.splits import SplitAssigner
+
+if TYPE_CHECKING:
+    from pipeline.llm import LLMConfig
+    from pipeline.storage import Warehouse
+
+ITEMS_TABLE = "item_records"
+
+
+def items_partition(task: str, split: str, generation_version: str) -> str:
+    return f"task={task}/split={split}/version={generation_version}"
+
+
+def get_task(task_id: str) -> Task:
+    from pipeline.tasks import TASKS
+
+    if task_id not in TASKS:
+        raise ForgeError(f"unknown task {task_id!r}; choose one of {', '.join(sorted(TASKS))}")
+    return TASKS[task_id]
+
+
+def generation_version(
+    task: Task, prompt_versions: dict[str, str], llm_config: Any, seed: int
+) -> str:
+    """Hash of everything that changes the items: prompts, model, seed, task settings."""
+    return stable_hash(
+        task.task_id,
+        prompt_versions,
+        getattr(llm_config, "backend", None),
+        getattr(llm_config, "model", None),
+        seed,
+        task.config(),
+        length=12,
+    )
+
+
+def generate_task(
+    warehouse: Warehouse,
+    task_id: str,
+    llm_config: LLMConfig,
+    run_id: str,
+    prompts_override: Path | str | None = None,
+    seed: int = 0,
+    splits: list[str] | None = None,
+) -> GenerateSummary:
+    """Generate one task's items and write them (valid and rejected) to `item_records`.
+
+    Rerunning with the same prompts/model/seed/settings rewrites the same partitions with
+    the same item ids (LLM calls come from the `llm_calls` cache); anything else gives a
+    new `generation_version`, written beside the old partitions.
+    """
+    from pipeline.llm import PromptLibrary
+
+    task = get_task(task_id)
+    prompts = PromptLibrary.load(override_dir=Path(prompts_override) if prompts_override else None)
+    prompt_versions = {name: prompts.get(name).version for name in task.prompt_names}
+    version = generation_version(task, prompt_versions, llm_config, seed)
+    policy = task.split_policy.model_copy(update={"seed": seed})
+    ctx = TaskContext(
+        warehouse=warehouse,
+        run_id=run_id,
+        seed=seed,
+        llm_config=llm_config,
+        prompts=prompts,
+        splits=SplitAssigner.from_warehouse(warehouse, policy),
+        wanted_splits=frozenset(splits) if splits else None,
+    )
+    drafts = [d for d in task.build_items(ctx) if ctx.wants(d.split)]
+    records = to_records(task.task_id, drafts, version, run_id)
+    duplicate_counts = mark_duplicates(records, task.dedup_text)
+    finalize_counts = task.finalize(records)
+    summary = GenerateSummary(task=task.task_id, run_id=run_id, generation_version=version)
+    summary.notes = {**ctx.notes, "duplicates": duplicate_counts, **finalize_counts}
+    write_records(warehouse, task.task_id, version, records, summary)
+    return summary
+
+
+def to_records(
+    task_id: str, drafts: list[ItemDraft], version: str, run_id: str
+) -> list[ItemRecord]:
+    now = utc_now()
+    records: list[ItemRecord] = []
+    seen: dict[str, ItemDraft] = {}
+    for draft in drafts:
+        identifier = item_id(task_id, draft.clip_ids, draft.prompt_version, draft.generation_key)
+        if identifier in seen:  # a task bug, not bad data: two drafts would overwrite each other
+            raise ForgeError(
+                f"task {task_id}: two items share generation_key {draft.generation_key!r} "
+                f"for clips {draft.clip_ids}"
+            )
+        seen[identifier] = draft
+        records.append(
+            ItemRecord(
+                item_id=identifier,
+                task=task_id,
+                subtask=draft.subtask,
+                split=draft.split,
+                clip_ids=draft.clip_ids,
+                input=draft.input,
+                answer=draft.answer,
+                options=draft.options,
+                spans=draft.spans,
+                focus=draft.focus,
+                facts=json.dumps(draft.facts, sort_keys=True) if draft.facts else None,
+                generation_key=draft.generation_key,
+                generation_version=version,
+                prompt_name=draft.prompt_name,
+                prompt_version=draft.prompt_version,
+                model=draft.model,
+                llm_call_key=draft.llm_call_key,
+                validation_status="rejected" if draft.reasons else "valid",
+                validation_reasons=list(dict.fromkeys(draft.reasons)),
+                run_id=run_id,
+                created_at=now,
+            )
+        )
+    return records
+
+
+def write_records(
+    warehouse: Warehouse,
+    task_id: str,
+    version: str,
+    records: list[ItemRecord],
+    summary: GenerateSummary,
+) -> None:
+    by_split: dict[str, list[ItemRecord]] = {}
+    for record in sorted(records, key=lambda r: r.item_id):
+        by_split.setdefault(record.split, []).append(record)
+    reasons: Counter[str] = Counter()
+    for split, split_records in sorted(by_split.items()):
+        partition = items_partition(task_id, split, version)
+        warehouse.write_partition(ITEMS_TABLE, partition, [r.model_dump() for r in split_records])
+        summary.partitions.append(partition)
+        valid = sum(r.validation_status == "valid" for r in split_records)
+        summary.valid_by_split[split] = valid
+        summary.rejected_by_split[split] = len(split_records) - valid
+        for record in split_records:
+            reasons.update(record.validation_reasons)
+    summary.items = len(records)
+    summary.valid = sum(summary.valid_by_split.values())
+    summary.rejected = summary.items - summary.valid
+    summary.rejected_by_reason = dict(sorted(reasons.items()))

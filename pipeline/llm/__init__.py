@@ -3,8 +3,23 @@
 See docs/readme/llm.md. Public surface::
 
     from pipeline.llm import LLMConfig, GenerationEngine, LLMRequest, LLMResult, PromptLibrary
+    from pipeline.llm.offline import offline_rule
 """
 
+from pipeline.llm.config import LLMConfig
+from pipeline.llm.engine import EngineRunSummary, GenerationEngine, LLMFailureBudgetExceeded
 from pipeline.llm.prompts import PromptLibrary, PromptTemplate, Sampling, SanitizeLimits
+from pipeline.llm.records import LLMRequest, LLMResult
 
-__all__ = ["PromptLibrary", "PromptTemplate", "Sampling", "SanitizeLimits"]
+__all__ = [
+    "EngineRunSummary",
+    "GenerationEngine",
+    "LLMConfig",
+    "LLMFailureBudgetExceeded",
+    "LLMRequest",
+    "LLMResult",
+    "PromptLibrary",
+    "PromptTemplate",
+    "Sampling",
+    "SanitizeLimits",
+]

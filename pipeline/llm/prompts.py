@@ -205,7 +205,10 @@ class PromptTemplate:
 
     def render(self, variables: Mapping[str, Any], limits: SanitizeLimits | None = None) -> str:
         """The user message for `variables` (sanitised first)."""
-        clean = sanitize_variables(variables, limits)
+        return self.render_clean(sanitize_variables(variables, limits))
+
+    def render_clean(self, clean: Mapping[str, Any]) -> str:
+        """Render variables that already went through `sanitize_variables`."""
         try:
             return self._compiled.render(clean).strip()
         except jinja2.UndefinedError as exc:
@@ -220,10 +223,14 @@ class PromptTemplate:
         self, variables: Mapping[str, Any], limits: SanitizeLimits | None = None
     ) -> list[dict[str, str]]:
         """Chat messages: the static system message (if any), then the rendered user message."""
+        return self.messages_clean(sanitize_variables(variables, limits))
+
+    def messages_clean(self, clean: Mapping[str, Any]) -> list[dict[str, str]]:
+        """`render_messages` for variables that already went through `sanitize_variables`."""
         messages = []
         if self.system:
             messages.append({"role": "system", "content": self.system.strip()})
-        messages.append({"role": "user", "content": self.render(variables, limits)})
+        messages.append({"role": "user", "content": self.render_clean(clean)})
         return messages
 
 

@@ -1,0 +1,92 @@
+"""Requests, results, and the row models of the `llm_*` tables (kept in step with the DDL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CallStatus = Literal["ok", "invalid_output", "http_error", "timeout", "refused"]
+CALL_STATUSES: tuple[str, ...] = ("ok", "invalid_output", "http_error", "timeout", "refused")
+
+
+class LLMRequest(BaseModel):
+    """One generation request: which template, with which variables, for which item."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_key: str = Field(description="the caller's key for the item (recorded, not hashed)")
+    prompt: str = Field(description="template name, e.g. auditorybench/animal")
+    variables: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = Field(None, description="default: LLMConfig.seed")
+
+
+class LLMResult(BaseModel):
+    """What came back for one request (from the endpoint, an offline rule, or the cache)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_key: str
+    prompt_name: str
+    prompt_version: str
+    model: str
+    backend: str
+    status: CallStatus
+    parsed: dict[str, Any] | None = None
+    raw_output: str | None = None
+    call_key: str
+    error: str | None = None
+    attempts: int = 0
+    cached: bool = Field(False, description="answered from llm_calls without a new call")
+
+
+class LLMCallRecord(BaseModel):
+    """One row of `llm_calls` (warehouse/tables/llm_calls.sql)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_key: str
+    item_key: str | None
+    prompt_name: str
+    prompt_version: str
+    model: str
+    backend: str
+    endpoint: str | None
+    origin: Literal["request", "batch-import", "offline-rule"]
+    params: str | None
+    seed: int | None
+    messages: str | None
+    response_format: str | None
+    status: CallStatus
+    error: str | None = None
+    http_status: int | None = None
+    finish_reason: str | None = None
+    raw_output: str | None = None
+    parsed: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    attempts: int | None = None
+    run_id: str
+    created_at: datetime
+
+
+class LLMBatchRequestRecord(BaseModel):
+    """One row of `llm_batch_requests` (warehouse/tables/llm_batch_requests.sql)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_key: str
+    item_key: str | None
+    prompt_name: str
+    prompt_version: str
+    model: str
+    endpoint: str | None
+    params: str | None
+    seed: int | None
+    messages: str | None
+    reply_schema: str | None
+    batch_file: str
+    run_id: str
+    created_at: datetime

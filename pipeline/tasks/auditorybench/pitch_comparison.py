@@ -1,0 +1,290 @@
+"""AuditoryBench sound pitch comparison (`auditorybench-pitch`).
+
+Clips: LAION/Freesound clips categorised `music/*`, `object/*` or `environment/*`
+(step a) whose pitch `pipeline.audio.pitch` could measure (enough voiced audio).
+Pairs: formed within a split only (`pair_split`), each clip paired with up to
+`pairs_per_clip` partners in a seeded order. Label logic (measured, never guessed):
+`higher` iff median f0 of clip 1 > clip 2. A pair is used only if its
+difference_percentage = |p2 − p1| / p1 is at least `min_gap` in either order, i.e.
+(high − low) / high ≥ min_gap; smaller gaps are stored as rejected rows
+(`pitch_gap_too_small`, no LLM call). Pair order is chosen to alternate labels, and after
+validation and dedup a surplus of one label is rejected (`label_balance`) so each split is
+within 2 % of 50/50. The LLM (`auditorybench/pitch`) only phrases the sentence, first
+clip's source first; validators: one `[MASK]`, spans verbatim and in order, no
+'higher'/'lower' in the sentence, 5–50 words, English.
+Wiki split: pairs of the shipped `data/pitch_sources.csv` whose Hz ranges do not overlap
+(and whose nearest edges differ by ≥ min_gap), `The sound of {A} is [MASK] than the
+sound of {B}.` (model `template`).
+Export `auditorybench-csv`: `sound_pitch_comparsion_{split}.csv` with `sentence,answer,span1,span2`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pipeline.audio.pitch import PitchConfig, load_pitches, measure_clips
+from pipeline.tasks.auditorybench import export as csv_export
+from pipeline.tasks.auditorybench.categorize import (
+    CATEGORIZE_PROMPT,
+    categorize_clips,
+    clip_variables,
+)
+from pipeline.tasks.auditorybench.knowledge import pitch_sources, tables_fingerprint
+from pipeline.tasks.common import validators as v
+from pipeline.tasks.common.base import (
+    MODEL_TEMPLATE,
+    ExportOptions,
+    ItemDraft,
+    Task,
+    TaskContext,
+    draft_lineage,
+    llm_outcome_reasons,
+)
+from pipeline.tasks.common.records import ItemRecord
+from pipeline.tasks.common.splits import seeded_fraction
+
+TASK_ID = "auditorybench-pitch"
+PITCH_PROMPT = "auditorybench/pitch"
+PITCH_BROAD = ("music", "object", "environment")
+LABELS = ("higher", "lower")
+WIKI_TEMPLATE = "The sound of {first} is [MASK] than the sound of {second}."
+PITCH_GAP_TOO_SMALL = "pitch_gap_too_small"
+LABEL_BALANCE = "label_balance"
+MIN_WORDS, MAX_WORDS = 5, 50
+
+
+def difference_percentage(pitch_1: float, pitch_2: float) -> float:
+    """|p2 − p1| / p1, the published definition."""
+    return abs(pitch_2 - pitch_1) / pitch_1
+
+
+def order_independent_gap(pitch_a: float, pitch_b: float) -> float:
+    """The smaller of the two orders' difference_percentage: (high − low) / high."""
+    high, low = max(pitch_a, pitch_b), min(pitch_a, pitch_b)
+    return (high - low) / high
+
+
+def label(pitch_1: float, pitch_2: float) -> str:
+    return "higher" if pitch_1 > pitch_2 else "lower"
+
+
+def validate_pitch_sentence(sentence: str, span1: str, span2: str, answer: str) -> list[str]:
+    return v.check_masked_sentence(
+        sentence,
+        [span1, span2],
+        answer,
+        ordered_spans=True,
+        answer_forms=LABELS,
+        min_words=MIN_WORDS,
+        max_words=MAX_WORDS,
+    )
+
+
+def seeded_pairs(clip_ids: list[str], pairs_per_clip: int, seed: int) -> list[tuple[str, str]]:
+    """Unordered pairs: each clip with its next `pairs_per_clip` neighbours in a seeded ring."""
+    ring = sorted(clip_ids, key=lambda c: (seeded_fraction(c, seed), c))
+    count = len(ring)
+    pairs: set[tuple[str, str]] = set()
+    for index, clip in enumerate(ring):
+        for offset in range(1, min(pairs_per_clip, count - 1) + 1):
+            other = ring[(index + offset) % count]
+            pairs.add((clip, other) if clip < other else (other, clip))
+    return sorted(pairs)
+
+
+class PitchTask(Task):
+    task_id: ClassVar[str] = TASK_ID
+    prompt_names: ClassVar[tuple[str, ...]] = (CATEGORIZE_PROMPT, PITCH_PROMPT)
+    export_formats: ClassVar[tuple[str, ...]] = (csv_export.FORMAT,)
+
+    def __init__(
+        self,
+        min_gap: float = 0.10,
+        pairs_per_clip: int = 8,
+        max_label_imbalance: float = 0.02,
+        pitch_config: PitchConfig | None = None,
+    ) -> None:
+        self.min_gap = min_gap
+        self.pairs_per_clip = pairs_per_clip
+        self.max_label_imbalance = max_label_imbalance
+        self.pitch_config = pitch_config or PitchConfig()
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "min_gap": self.min_gap,
+            "pairs_per_clip": self.pairs_per_clip,
+            "max_label_imbalance": self.max_label_imbalance,
+            "pitch": self.pitch_config.key(),
+            "tables": tables_fingerprint(),
+        }
+
+    def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
+        drafts = self.clip_items(ctx)
+        if ctx.wants("wiki"):
+            drafts += self.wiki_items(ctx.seed)
+        return drafts
+
+    # ---- clip pairs ---------------------------------------------------------------
+
+    def clip_items(self, ctx: TaskContext) -> list[ItemDraft]:
+        categories = categorize_clips(ctx)
+        clips = {
+            clip["clip_id"]: clip
+            for clip in ctx.clips("source = 'laion630k'")
+            if (record := categories.get(clip["clip_id"])) is not None
+            and record.broad in PITCH_BROAD
+        }
+        summary = measure_clips(ctx.warehouse, clips, ctx.run_id, self.pitch_config)
+        pitches = load_pitches(ctx.warehouse, clips, self.pitch_config)
+        ctx.notes["pitch"] = summary.model_dump()
+        usable = sorted(c for c, p in pitches.items() if p["status"] == "ok")
+        ctx.notes["pitch_unusable_clips"] = len(clips) - len(usable)
+        by_split: dict[str, list[str]] = {}
+        for clip_id in usable:
+            by_split.setdefault(ctx.splits.clip_split(clip_id), []).append(clip_id)
+        drafts: list[ItemDraft] = []
+        pending: list[tuple[ItemDraft, dict[str, Any]]] = []
+        for split, clip_ids in sorted(by_split.items()):
+            pairs = seeded_pairs(clip_ids, self.pairs_per_clip, ctx.seed)
+            ordered = self.order_pairs(pairs, pitches, ctx.seed)
+            for first, second in ordered:
+                p1, p2 = pitches[first]["median_f0_hz"], pitches[second]["median_f0_hz"]
+                draft = ItemDraft(
+                    split=split,
+                    generation_key="pair",
+                    subtask="clip",
+                    clip_ids=[first, second],
+                    answer=label(p1, p2),
+                    facts={
+                        "avg_pitch_1": p1,
+                        "avg_pitch_2": p2,
+                        "difference_percentage": difference_percentage(p1, p2),
+                        "voiced_fraction_1": pitches[first]["voiced_fraction"],
+                        "voiced_fraction_2": pitches[second]["voiced_fraction"],
+                        "pitch_params": self.pitch_config.key(),
+                    },
+                )
+                drafts.append(draft)
+                if order_independent_gap(p1, p2) < self.min_gap:
+                    draft.reasons.append(PITCH_GAP_TOO_SMALL)
+                else:
+                    pending.append((draft, {"first": clips[first], "second": clips[second]}))
+        self.phrase(ctx, pending)
+        return drafts
+
+    def order_pairs(
+        self, pairs: list[tuple[str, str]], pitches: dict[str, dict[str, Any]], seed: int
+    ) -> list[tuple[str, str]]:
+        """Order each pair so labels alternate (usable pairs only): balanced before the LLM."""
+        usable = [
+            (a, b)
+            for a, b in pairs
+            if order_independent_gap(pitches[a]["median_f0_hz"], pitches[b]["median_f0_hz"])
+            >= self.min_gap
+        ]
+        usable.sort(key=lambda pair: (seeded_fraction("|".join(pair), seed), pair))
+        ordered = []
+        for index, (a, b) in enumerate(usable):
+            want = LABELS[index % 2]
+            if label(pitches[a]["median_f0_hz"], pitches[b]["median_f0_hz"]) != want:
+                a, b = b, a
+            ordered.append((a, b))
+        used = set(usable)
+        return ordered + [pair for pair in pairs if pair not in used]
+
+    def phrase(self, ctx: TaskContext, pending: list[tuple[ItemDraft, dict[str, Any]]]) -> None:
+        from pipeline.llm import LLMRequest
+
+        requests = [
+            LLMRequest(
+                item_key=f"pitch:{draft.clip_ids[0]}|{draft.clip_ids[1]}",
+                prompt=PITCH_PROMPT,
+                variables={
+                    "first": clip_variables(pair["first"]),
+                    "second": clip_variables(pair["second"]),
+                },
+                seed=ctx.seed,
+            )
+            for draft, pair in pending
+        ]
+        for (draft, _), result in zip(pending, ctx.run_llm(requests), strict=True):
+            for key, value in draft_lineage(result).items():
+                setattr(draft, key, value)
+            draft.reasons += llm_outcome_reasons(result)
+            if draft.reasons:
+                continue
+            reply = result.parsed or {}
+            sentence, span1, span2 = reply["sentence"], reply["span1"], reply["span2"]
+            draft.input, draft.spans = sentence, [span1, span2]
+            draft.reasons += validate_pitch_sentence(sentence, span1, span2, draft.answer or "")
+
+    # ---- wiki -----------------------------------------------------------------------
+
+    def wiki_items(self, seed: int) -> list[ItemDraft]:
+        sources = pitch_sources()
+        pairs = []
+        for i, a in enumerate(sources):
+            for b in sources[i + 1 :]:
+                high, low = (a, b) if a.low_hz > b.high_hz else (b, a)
+                if high.low_hz <= low.high_hz:
+                    continue  # overlapping ranges: no reliable label
+                if order_independent_gap(high.low_hz, low.high_hz) < self.min_gap:
+                    continue
+                pairs.append((high, low))
+        pairs.sort(
+            key=lambda p: (seeded_fraction(f"{p[0].source}|{p[1].source}", seed), p[0].source)
+        )
+        drafts = []
+        for index, (high, low) in enumerate(pairs):
+            first, second = (high, low) if index % 2 == 0 else (low, high)
+            answer = "higher" if first is high else "lower"
+            sentence = WIKI_TEMPLATE.format(first=first.phrase, second=second.phrase)
+            edge_1 = first.low_hz if first is high else first.high_hz
+            edge_2 = second.low_hz if second is high else second.high_hz
+            drafts.append(
+                ItemDraft(
+                    split="wiki",
+                    generation_key=f"wiki:{first.source}|{second.source}",
+                    subtask="wiki",
+                    input=sentence,
+                    answer=answer,
+                    spans=[first.phrase, second.phrase],
+                    facts={
+                        "range_1_hz": [first.low_hz, first.high_hz],
+                        "range_2_hz": [second.low_hz, second.high_hz],
+                        "difference_percentage": difference_percentage(edge_1, edge_2),
+                        "source": "data/pitch_sources.csv",
+                    },
+                    model=MODEL_TEMPLATE,
+                    reasons=validate_pitch_sentence(sentence, first.phrase, second.phrase, answer),
+                )
+            )
+        return drafts
+
+    # ---- after dedup ------------------------------------------------------------------
+
+    def finalize(self, records: list[ItemRecord]) -> dict[str, int]:
+        """Reject the surplus of the majority label per split until within the tolerance."""
+        rejected = 0
+        for split in sorted({r.split for r in records}):
+            valid = [r for r in records if r.split == split and r.validation_status == "valid"]
+            groups = {
+                name: sorted((r for r in valid if r.answer == name), key=lambda r: r.item_id)
+                for name in LABELS
+            }
+            major, minor = sorted(LABELS, key=lambda name: -len(groups[name]))
+            while groups[major] and (
+                len(groups[major]) - len(groups[minor])
+                > 2 * self.max_label_imbalance * (len(groups[major]) + len(groups[minor]))
+            ):
+                record = groups[major].pop()
+                record.validation_status = "rejected"
+                record.validation_reasons = [*record.validation_reasons, LABEL_BALANCE]
+                rejected += 1
+        return {LABEL_BALANCE: rejected}
+
+    def export(
+        self, fmt: str, rows: list[dict[str, Any]], out_dir: Path, options: ExportOptions
+    ) -> list[Path]:
+        return csv_export.write_pitch_csv(rows, out_dir, options)

@@ -1,4 +1,4 @@
-"""Core commands: `forge ingest`, `forge sql`, `forge run`."""
+"""Core commands: `forge ingest`, `forge sql`, `forge run` (= `build` on the samples)."""
 
 from __future__ import annotations
 
@@ -88,10 +88,25 @@ def print_rows(columns: list[str], rows: list[tuple[Any, ...]], format: OutputFo
 
 
 @user_errors
-def run(warehouse: WarehouseOption = None) -> None:
-    """The main job on the embedded sample data, offline: ingest every sample corpus."""
-    from flows.ingest import ingest_samples_flow
+def run(
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Train AudioBERT at the end.")
+    ] = True,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """The main job on the embedded sample data, offline: the `build` flow end to end.
 
-    summaries = ingest_samples_flow(warehouse=str(Warehouse(warehouse).root))
-    for s in summaries:
-        typer.echo(f"{s.source}: {s.clips} clips, {s.rejects} rejects")
+    Offline LLM rules (model `offline-rules`); CLAP from FORGE_CLAP_BACKEND/CHECKPOINT, or
+    items stay `unscored` when none is configured; training (on by default) uses the
+    sample config, whose audio embeddings come from an explicitly labelled tiny random CLAP.
+    """
+    from flows.build import build_flow
+    from flows.cli.orchestration import print_build
+    from flows.stages.params import BuildParams
+
+    params = BuildParams(
+        warehouse=str(Warehouse(warehouse).root),
+        llm={"backend": "offline"},
+        train={"enabled": train, "samples": True},
+    )
+    print_build(build_flow(params))

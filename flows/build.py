@@ -1,0 +1,173 @@
+"""The `build` flow: every stage in order, each a subflow, for a chosen set of tasks.
+
+    ingest → pitch → generate (per task) → embeddings → score → filter → export → report
+           → train (optional: the `train` deployment when the server has it, else a subflow)
+
+Split assignment and dedup happen inside generate (pipeline.tasks). Every stage caches its
+tasks on what they read (see flows.stages.cache), so rerunning `build` with nothing
+changed does no repeated work, and rerunning after a failure redoes only what failed.
+The run is recorded in the `runs` table, and the build publishes a Markdown artifact that
+links every stage's artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.runners import task_runner
+from flows.runs import RunRecord, code_version, endpoint_host, finish_run, write_run
+from flows.stages.artifacts import StageReport, artifact_link
+from flows.stages.audio import embeddings_stage, pitch_stage
+from flows.stages.clap import filter_stage, score_stage
+from flows.stages.generate import generate_stage
+from flows.stages.ingest import ingest_stage
+from flows.stages.params import STAGES, BuildParams
+from flows.stages.publish import export_stage, report_stage
+from flows.stages.train import launch_training
+from pipeline.errors import ForgeError
+from pipeline.storage import Warehouse, new_run_id
+
+
+class BuildSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    warehouse: str
+    tasks: list[str]
+    stages: dict[str, StageReport] = Field(default_factory=dict)
+    training: dict[str, Any] | None = None
+
+
+def registered_tasks() -> list[str]:
+    from pipeline.tasks import TASKS
+
+    return sorted(TASKS)
+
+
+def check_params(params: BuildParams) -> list[str]:
+    """The tasks to build; unknown tasks or stages are errors before anything runs."""
+    unknown_stages = [s for s in params.stages if s not in STAGES]
+    if unknown_stages:
+        raise ForgeError(f"unknown stages {unknown_stages}; choose from {', '.join(STAGES)}")
+    known = registered_tasks()
+    tasks = known if params.tasks is None else list(params.tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise ForgeError(f"unknown tasks {unknown}; registered: {', '.join(known) or 'none'}")
+    return tasks
+
+
+def current_run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.get_id() or new_run_id())
+
+
+@flow(name="build", log_prints=True)
+def build_flow(params: BuildParams | None = None) -> BuildSummary:
+    """Build the datasets: ingest, features, generation, CLAP scoring/filtering, exports,
+    reports, and optionally training. Parameters: see flows.params.BuildParams."""
+    params = params or BuildParams()
+    tasks = check_params(params)
+    wh = Warehouse(params.warehouse)
+    wh.ensure_catalog()
+    run_id = current_run_id()
+    llm_config = params.llm.config()
+    clap_config = params.clap.config()
+    record = RunRecord(
+        run_id=run_id,
+        flow_name="build",
+        parameters=params.model_dump_json(),
+        tasks=tasks,
+        llm_backend=llm_config.backend,
+        model=llm_config.model,
+        llm_endpoint=endpoint_host(llm_config.base_url)
+        if llm_config.backend != "offline"
+        else None,
+        clap_checkpoint=clap_config.checkpoint if clap_config else None,
+        code_version=code_version(),
+    )
+    write_run(wh, record)
+    summary = BuildSummary(run_id=run_id, warehouse=str(wh.root), tasks=tasks)
+    try:
+        run_stages(params, wh, run_id, tasks, llm_config, clap_config, summary)
+        if params.train.enabled:
+            summary.training = launch_training(params.train, wh, run_id)
+    except BaseException as exc:
+        finish_run(wh, record, "failed", stage_counts(summary), exc)
+        publish_build_summary(summary, failed=exc)
+        raise
+    finish_run(wh, record, "completed", stage_counts(summary))
+    publish_build_summary(summary)
+    return summary
+
+
+def run_stages(
+    params: BuildParams,
+    wh: Warehouse,
+    run_id: str,
+    tasks: list[str],
+    llm_config: Any,
+    clap_config: Any,
+    summary: BuildSummary,
+) -> None:
+    root = str(wh.root)
+    wanted = set(params.stages)
+    heavy = task_runner(params.runner)
+    log = get_run_logger()
+    for stage in STAGES:
+        if stage not in wanted:
+            continue
+        log.info("stage %s", stage)
+        if stage == "ingest":
+            report = ingest_stage(root, run_id, params.sources)
+        elif stage == "pitch":
+            report = pitch_stage.with_options(task_runner=heavy)(root, run_id)
+        elif stage == "generate":
+            report = generate_stage(root, run_id, tasks, llm_config, params.generate)
+        elif stage == "embeddings":
+            report = embeddings_stage.with_options(task_runner=heavy)(root, tasks, clap_config)
+        elif stage == "score":
+            report = score_stage.with_options(task_runner=heavy)(root, run_id, tasks, clap_config)
+        elif stage == "filter":
+            report = filter_stage(root, run_id, tasks, filter_policy(params), clap_config)
+        elif stage == "export":
+            report = export_stage(root, tasks, params.export)
+        else:
+            report = report_stage(root, tasks)
+        summary.stages[stage] = report
+
+
+def filter_policy(params: BuildParams) -> Any:
+    """The filter policy object pipeline.clap.filter expects, from the build parameters."""
+    from flows.stages.clap import make_policy
+
+    return make_policy(params.filter.policy, params.filter.params)
+
+
+def stage_counts(summary: BuildSummary) -> dict[str, Any]:
+    return {name: report.counts for name, report in summary.stages.items()}
+
+
+def publish_build_summary(summary: BuildSummary, failed: BaseException | None = None) -> None:
+    lines = [f"# build {summary.run_id}", ""]
+    lines.append(f"Warehouse `{summary.warehouse}`; tasks: {', '.join(summary.tasks) or 'none'}.")
+    if failed is not None:
+        lines.append(f"\n**Failed**: {type(failed).__name__}: {failed}")
+    lines += ["", "| stage | counts | artifacts |", "|---|---|---|"]
+    for name, report in summary.stages.items():
+        links = ", ".join(artifact_link(k, v) for k, v in report.artifact_ids.items())
+        counts = json.dumps(report.counts, default=str).replace("|", "\\|")
+        lines.append(f"| {name} | {counts} | {links} |")
+    if summary.training is not None:
+        lines.append(f"\nTraining: {json.dumps(summary.training, default=str)}")
+    create_markdown_artifact(
+        key="build-summary",
+        markdown="\n".join(lines) + "\n",
+        description="Every stage of the build with its counts and artifact links.",
+    )

@@ -1,0 +1,130 @@
+"""The `runs` table: one row per orchestrated flow run, written at start and at end.
+
+The row is the run's partition `runs/flow=<flow>/run=<run id>`: written with status
+'running' when the run starts and replaced atomically with the final status, counts and
+the dataset version (generation versions, prompt versions) when it ends. A run that was
+killed keeps its 'running' row, which is how it shows up as unfinished in SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime
+from functools import cache
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline.config import REPO_ROOT
+from pipeline.storage import Warehouse
+from pipeline.storage.warehouse import utc_now
+
+RunStatus = Literal["running", "completed", "failed"]
+
+
+class RunRecord(BaseModel):
+    """One row of `runs` (warehouse/tables/runs.sql)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str
+    flow_name: str
+    parameters: str | None = None
+    tasks: list[str] = Field(default_factory=list)
+    prompt_versions: str | None = None
+    generation_versions: str | None = None
+    llm_backend: str | None = None
+    model: str | None = None
+    llm_endpoint: str | None = None
+    clap_checkpoint: str | None = None
+    code_version: str | None = None
+    status: RunStatus = "running"
+    error: str | None = None
+    counts: str | None = None
+    started_at: datetime = Field(default_factory=utc_now)
+    finished_at: datetime | None = None
+    recorded_at: datetime = Field(default_factory=utc_now)
+
+
+def run_partition(flow_name: str, run_id: str) -> str:
+    return f"flow={flow_name}/run={run_id}"
+
+
+@cache
+def code_version() -> str | None:
+    """The checkout's git sha, with '+dirty' when tracked files are modified; None outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def endpoint_host(base_url: str | None) -> str | None:
+    """Host[:port] of an endpoint URL: what the runs table and the concurrency limit name
+    show (never the path or query, which could carry credentials)."""
+    if not base_url:
+        return None
+    return urlparse(base_url).netloc.rsplit("@", 1)[-1] or None
+
+
+def dataset_version(warehouse: Warehouse, tasks: list[str]) -> tuple[dict[str, Any], dict]:
+    """The current item versions of `tasks`: ({task: {split: generation_version}},
+    {prompt_name: [prompt_version, ...]}) read from `items_current`."""
+    if not tasks:
+        return {}, {}
+    rows = warehouse.rows(
+        "SELECT task, split, generation_version, prompt_name, prompt_version "
+        "FROM items_current WHERE list_contains(?, task) "
+        "GROUP BY ALL ORDER BY ALL",
+        [tasks],
+    )
+    generations: dict[str, dict[str, str]] = {}
+    prompts: dict[str, list[str]] = {}
+    for row in rows:
+        generations.setdefault(row["task"], {})[row["split"]] = row["generation_version"]
+        if row["prompt_name"]:
+            versions = prompts.setdefault(row["prompt_name"], [])
+            if row["prompt_version"] not in versions:
+                versions.append(row["prompt_version"])
+    return generations, prompts
+
+
+def write_run(warehouse: Warehouse, record: RunRecord) -> None:
+    record.recorded_at = utc_now()
+    warehouse.write_partition(
+        "runs", run_partition(record.flow_name, record.run_id), [record.model_dump()]
+    )
+
+
+def finish_run(
+    warehouse: Warehouse,
+    record: RunRecord,
+    status: RunStatus,
+    counts: dict[str, Any],
+    error: BaseException | None = None,
+) -> RunRecord:
+    """Replace the run's row with its final status, counts and dataset version."""
+    generations, prompts = dataset_version(warehouse, record.tasks)
+    record.status = status
+    record.counts = json.dumps(counts, sort_keys=True, default=str)
+    record.generation_versions = json.dumps(generations, sort_keys=True)
+    record.prompt_versions = json.dumps(prompts, sort_keys=True)
+    record.finished_at = utc_now()
+    if error is not None:
+        record.error = (str(error).strip().splitlines() or [type(error).__name__])[0][:500]
+    write_run(warehouse, record)
+    return record

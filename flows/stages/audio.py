@@ -1,0 +1,118 @@
+"""Audio stages: pitch per clip and CLAP embeddings per clip, in batches of clips.
+
+These are the CPU/GPU-heavy stages; their batches are Prefect tasks submitted to the
+flow's task runner (`--runner local|dask`, see flows.runners), so a Dask cluster spreads
+them over its workers. Each batch task loads its model through the library's per-process
+cache (`pipeline.clap.load_scorer`), so a worker loads the model once, not once per batch.
+
+A batch's cache key covers the clip rows it reads (id, audio root and path), the code and
+the model config: a rerun with nothing changed decodes no audio at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from flows.stages.artifacts import StageReport, publish, summary_row
+from flows.stages.cache import code_fingerprint, key_from_parameter, results_dir, stage_key
+from flows.stages.require import entry_point
+from pipeline.storage import Warehouse
+
+CLIP_BATCH = 200
+PITCH_CODE = ("pipeline/audio",)
+EMBEDDING_CODE = ("pipeline/audio", "pipeline/clap")
+
+
+def batches(items: list[Any], size: int = CLIP_BATCH) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def clip_rows(warehouse: Warehouse, clip_ids: list[str] | None = None) -> list[dict[str, Any]]:
+    """(clip_id, audio_root, audio_path) of the given clips (all clips when None), sorted."""
+    if clip_ids is None:
+        return warehouse.rows("SELECT clip_id, audio_root, audio_path FROM clips ORDER BY clip_id")
+    return warehouse.rows(
+        "SELECT clip_id, audio_root, audio_path FROM clips "
+        "WHERE list_contains(?, clip_id) ORDER BY clip_id",
+        [clip_ids],
+    )
+
+
+def item_clip_ids(warehouse: Warehouse, tasks: list[str]) -> list[str]:
+    """Clips used by the current items of `tasks`."""
+    rows = warehouse.rows(
+        "SELECT DISTINCT unnest(clip_ids) AS clip_id FROM items_current "
+        "WHERE list_contains(?, task) ORDER BY 1",
+        [tasks],
+    )
+    return [r["clip_id"] for r in rows]
+
+
+@task(name="pitch-batch", cache_key_fn=key_from_parameter, persist_result=True)
+def pitch_batch(warehouse: str, clip_ids: list[str], run_id: str, cache_key: str) -> Any:
+    measure_clips = entry_point("pitch", "pipeline.audio.pitch", "measure_clips")
+    return measure_clips(Warehouse(warehouse), clip_ids, run_id)
+
+
+@flow(name="stage-pitch")
+def pitch_stage(warehouse: str, run_id: str) -> StageReport:
+    """Measure pitch (f0) of every clip, in batches of clips."""
+    wh = Warehouse(warehouse)
+    entry_point("pitch", "pipeline.audio.pitch", "measure_clips")  # fail before submitting
+    runner = pitch_batch.with_options(result_storage=results_dir(wh))
+    futures = []
+    for batch in batches(clip_rows(wh)):
+        key = stage_key("pitch", wh, clips=batch, code=code_fingerprint(*PITCH_CODE))
+        futures.append(runner.submit(str(wh.root), [r["clip_id"] for r in batch], run_id, key))
+    summaries = [f.result() for f in futures]
+    report = StageReport(
+        stage="pitch",
+        rows=[summary_row(s, batch=i) for i, s in enumerate(summaries)],
+        counts={"batches": len(summaries)},
+    )
+    return publish(report, "Pitch measured per batch of clips (voiced / unvoiced / failed).")
+
+
+@task(name="embedding-batch", cache_key_fn=key_from_parameter, persist_result=True)
+def embedding_batch(warehouse: str, clap_config: Any, clip_ids: list[str], cache_key: str) -> Any:
+    load_scorer = entry_point("embeddings", "pipeline.clap", "load_scorer")
+    ensure = entry_point("embeddings", "pipeline.clap.embeddings", "ensure_clip_embeddings")
+    return ensure(Warehouse(warehouse), load_scorer(clap_config), clip_ids)
+
+
+@flow(name="stage-embeddings")
+def embeddings_stage(warehouse: str, tasks: list[str], clap_config: Any | None) -> StageReport:
+    """CLAP audio embeddings of the clips the current items use (missing ones only)."""
+    wh = Warehouse(warehouse)
+    if clap_config is None:
+        return _not_configured("embeddings")
+    entry_point("embeddings", "pipeline.clap.embeddings", "ensure_clip_embeddings")
+    runner = embedding_batch.with_options(result_storage=results_dir(wh))
+    futures = []
+    for batch in batches(clip_rows(wh, item_clip_ids(wh, tasks))):
+        key = stage_key(
+            "embeddings", wh, clips=batch, clap=clap_config, code=code_fingerprint(*EMBEDDING_CODE)
+        )
+        futures.append(runner.submit(str(wh.root), clap_config, [r["clip_id"] for r in batch], key))
+    summaries = [f.result() for f in futures]
+    report = StageReport(
+        stage="embeddings",
+        rows=[summary_row(s, batch=i) for i, s in enumerate(summaries)],
+        counts={"batches": len(summaries)},
+    )
+    return publish(report, "CLAP clip embeddings computed (or reused) and failures by reason.")
+
+
+def _not_configured(stage: str) -> StageReport:
+    from pipeline.clap.config import NOT_CONFIGURED
+
+    get_run_logger().warning("%s: %s", stage, NOT_CONFIGURED)
+    report = StageReport(
+        stage=stage,
+        rows=[{"stage": stage, "status": "not run", "reason": NOT_CONFIGURED}],
+        markdown=f"Not run: {NOT_CONFIGURED}. Items stay `unscored`.",
+        counts={"not_run": NOT_CONFIGURED},
+    )
+    return publish(report, f"{stage}: not run (no CLAP checkpoint configured).")

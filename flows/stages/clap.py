@@ -1,0 +1,109 @@
+"""CLAP stages: score the current valid items of each task, then filter them by a policy.
+
+Scores land in `clap_scores` and decisions in `item_filters` (pipeline.clap); one Prefect
+task per dataset task, submitted to the flow's task runner (local threads or Dask). The
+scorer is loaded inside the task through the library's per-process cache, so each
+worker loads it once. Without a configured checkpoint, scoring is not run (stated in the
+stage's artifact and log) and the filter marks items `unscored` with that reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+
+from flows.stages.artifacts import StageReport, publish, summary_row
+from flows.stages.audio import _not_configured
+from flows.stages.cache import (
+    code_fingerprint,
+    key_from_parameter,
+    results_dir,
+    stage_key,
+    tables_fingerprint,
+)
+from flows.stages.require import entry_point
+from pipeline.storage import Warehouse
+
+CLAP_CODE = ("pipeline/clap", "pipeline/audio")
+SCORE_READS = ("item_records", "clip_embeddings")
+FILTER_READS = ("item_records", "clap_scores")
+
+
+@task(name="score-task", cache_key_fn=key_from_parameter, persist_result=True)
+def score_one(warehouse: str, task_id: str, clap_config: Any, run_id: str, cache_key: str) -> Any:
+    load_scorer = entry_point("score", "pipeline.clap", "load_scorer")
+    score_task = entry_point("score", "pipeline.clap.score", "score_task")
+    return score_task(Warehouse(warehouse), task_id, load_scorer(clap_config), run_id)
+
+
+@flow(name="stage-score")
+def score_stage(
+    warehouse: str, run_id: str, tasks: list[str], clap_config: Any | None
+) -> StageReport:
+    wh = Warehouse(warehouse)
+    if clap_config is None:
+        return _not_configured("score")
+    entry_point("score", "pipeline.clap.score", "score_task")
+    runner = score_one.with_options(result_storage=results_dir(wh))
+    futures = []
+    for task_id in tasks:
+        key = stage_key(
+            "score",
+            wh,
+            task=task_id,
+            clap=clap_config,
+            items=tables_fingerprint(wh, ("item_records",), f"task={task_id}/"),
+            embeddings=tables_fingerprint(wh, ("clip_embeddings",)),
+            code=code_fingerprint(*CLAP_CODE),
+        )
+        futures.append(runner.submit(str(wh.root), task_id, clap_config, run_id, key))
+    summaries = [f.result() for f in futures]
+    report = StageReport(
+        stage="score",
+        rows=[summary_row(s, stage="score") for s in summaries],
+        counts={"tasks": len(summaries)},
+    )
+    return publish(
+        report, f"CLAP scores per task ({clap_config.backend}: {clap_config.checkpoint})."
+    )
+
+
+@task(name="filter-task", cache_key_fn=key_from_parameter, persist_result=True)
+def filter_one(warehouse: str, task_id: str, policy: Any, run_id: str, cache_key: str) -> Any:
+    filter_task = entry_point("filter", "pipeline.clap.filter", "filter_task")
+    return filter_task(Warehouse(warehouse), task_id, policy, run_id)
+
+
+@flow(name="stage-filter")
+def filter_stage(
+    warehouse: str, run_id: str, tasks: list[str], policy: Any, clap_config: Any | None
+) -> StageReport:
+    wh = Warehouse(warehouse)
+    entry_point("filter", "pipeline.clap.filter", "filter_task")
+    runner = filter_one.with_options(result_storage=results_dir(wh))
+    summaries = []
+    for task_id in tasks:
+        key = stage_key(
+            "filter",
+            wh,
+            task=task_id,
+            policy=policy,
+            clap=clap_config,
+            items=tables_fingerprint(wh, ("item_records",), f"task={task_id}/"),
+            scores=tables_fingerprint(wh, ("clap_scores",), f"task={task_id}"),
+            code=code_fingerprint(*CLAP_CODE),
+        )
+        summaries.append(runner(str(wh.root), task_id, policy, run_id, key))
+    report = StageReport(
+        stage="filter",
+        rows=[summary_row(s, stage="filter") for s in summaries],
+        counts={"tasks": len(summaries)},
+    )
+    return publish(report, "CLAP filter decisions per task: kept / dropped / unscored by reason.")
+
+
+def make_policy(name: str | None, params: dict[str, Any]) -> Any:
+    """The policy object `filter_task` takes, from a name and its parameters."""
+    build = entry_point("filter", "pipeline.clap.filter", "make_policy")
+    return build(name, **params)

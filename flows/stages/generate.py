@@ -1,0 +1,194 @@
+"""Generate stage: one Prefect task per dataset task (`pipeline.tasks.generate_task`).
+
+A task's LLM calls are batched and run concurrently by the engine inside that one Prefect
+task (the engine's own semaphore, cache and incremental `llm_calls` writes), so there is
+never one Prefect task per item. Every generate task holds slots of the global
+concurrency limit `llm:<endpoint host>` while it runs, so concurrent flow runs that use
+the same endpoint share its budget; the limit is created (with the engine's concurrency)
+when absent. Network failures are retried by Prefect on top of the engine's own
+per-request retries; requests that already succeeded come from the `llm_calls` cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows.runs import endpoint_host
+from flows.stages.artifacts import StageReport, publish, summary_row
+from flows.stages.cache import (
+    code_fingerprint,
+    files_fingerprint,
+    key_from_parameter,
+    results_dir,
+    stage_key,
+    tables_fingerprint,
+)
+from pipeline.config import default_prompts_dir
+from pipeline.llm import LLMConfig
+from pipeline.storage import Warehouse
+from pipeline.tasks import GenerateSummary, generate_task
+
+# Code whose change changes items. Tables generate reads but does not write itself.
+GENERATE_CODE = ("pipeline/tasks", "pipeline/llm", "pipeline/audio")
+GENERATE_READS = ("clips", "clip_pitch")
+
+
+class GenerateSettings(BaseModel):
+    """How the generate stage runs (the LLM itself is described by LLMConfig)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    prompts_dir: str | None = Field(
+        default=None, description="Folder of templates that override the default ones by name."
+    )
+    splits: list[str] | None = Field(default=None, description="Only these splits (None: all).")
+    retries: int = Field(default=2, ge=0, description="Prefect retries of a failed LLM task.")
+    retry_delay_s: float = Field(default=10.0, ge=0)
+
+
+def llm_limit_name(config: LLMConfig) -> str | None:
+    """`llm:<host[:port]>` for an HTTP endpoint; None for the offline backend."""
+    if config.backend == "offline":
+        return None
+    return f"llm:{endpoint_host(config.base_url) or 'api.openai.com'}"
+
+
+def ensure_concurrency_limit(name: str, limit: int) -> None:
+    """Create the global concurrency limit `name` unless it exists (its limit is then kept:
+    an operator may have tuned it)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True)
+            )
+
+
+@contextlib.contextmanager
+def endpoint_slots(config: LLMConfig) -> Iterator[None]:
+    name = llm_limit_name(config)
+    if name is None:
+        yield
+        return
+    with concurrency(name, occupy=config.concurrency, strict=True):
+        yield
+
+
+@task(name="generate-task", cache_key_fn=key_from_parameter, persist_result=True)
+def generate_one(
+    warehouse: str,
+    task_id: str,
+    llm_config: LLMConfig,
+    settings: GenerateSettings,
+    run_id: str,
+    cache_key: str,
+) -> GenerateSummary:
+    with endpoint_slots(llm_config):
+        summary = generate_task(
+            Warehouse(warehouse),
+            task_id,
+            llm_config,
+            run_id,
+            prompts_override=settings.prompts_dir,
+            seed=settings.seed,
+            splits=settings.splits,
+        )
+    get_run_logger().info(
+        "%s: %d valid, %d rejected %s",
+        task_id,
+        summary.valid,
+        summary.rejected,
+        summary.rejected_by_reason,
+    )
+    return summary
+
+
+def generate_key(
+    warehouse: Warehouse, task_id: str, llm_config: LLMConfig, settings: GenerateSettings
+) -> str:
+    prompt_dirs = [default_prompts_dir()]
+    if settings.prompts_dir:
+        prompt_dirs.append(settings.prompts_dir)
+    return stage_key(
+        "generate",
+        warehouse,
+        task=task_id,
+        llm=llm_config.model_dump(mode="json"),
+        seed=settings.seed,
+        splits=settings.splits,
+        reads=tables_fingerprint(warehouse, GENERATE_READS),
+        prompts=files_fingerprint(prompt_dirs),
+        code=code_fingerprint(*GENERATE_CODE),
+    )
+
+
+@flow(name="stage-generate")
+def generate_stage(
+    warehouse: str,
+    run_id: str,
+    tasks: list[str],
+    llm_config: LLMConfig,
+    settings: GenerateSettings | None = None,
+) -> StageReport:
+    """Generate every task in `tasks`; tasks run one after another (the engine is already
+    concurrent inside each), and a failing task fails the stage after the others finished."""
+    wh = Warehouse(warehouse)
+    settings = settings or GenerateSettings()
+    limit = llm_limit_name(llm_config)
+    if limit is not None:
+        ensure_concurrency_limit(limit, llm_config.concurrency)
+    runner = generate_one.with_options(
+        result_storage=results_dir(wh),
+        retries=settings.retries,
+        retry_delay_seconds=settings.retry_delay_s,
+    )
+    summaries: list[GenerateSummary] = []
+    failures: list[tuple[str, BaseException]] = []
+    for task_id in tasks:
+        key = generate_key(wh, task_id, llm_config, settings)
+        state = runner(str(wh.root), task_id, llm_config, settings, run_id, key, return_state=True)
+        if state.is_completed():
+            summaries.append(state.result())
+        else:
+            failures.append((task_id, _exception(state)))
+    report = StageReport(
+        stage="generate",
+        rows=[summary_row(s, stage="generate") for s in summaries],
+        counts={
+            "valid": sum(s.valid for s in summaries),
+            "rejected": sum(s.rejected for s in summaries),
+            "generation_versions": {s.task: s.generation_version for s in summaries},
+        },
+    )
+    report.markdown = "\n".join(
+        f"- **{s.task}** version `{s.generation_version}`: {s.valid} valid, {s.rejected} "
+        f"rejected; valid by split {s.valid_by_split}; rejected by reason {s.rejected_by_reason}"
+        for s in summaries
+    )
+    publish(report, f"Items generated per task (LLM: {llm_config.model}).")
+    if failures:
+        names = ", ".join(f"{t} ({type(e).__name__}: {e})" for t, e in failures)
+        raise StageFailed(f"generate failed for {names}") from failures[0][1]
+    return report
+
+
+class StageFailed(RuntimeError):
+    """Some units of a stage failed; the others' results are written and cached."""
+
+
+def _exception(state: object) -> BaseException:
+    try:
+        state.result()  # type: ignore[attr-defined]
+    except BaseException as exc:
+        return exc
+    return RuntimeError(f"task ended in state {state}")

@@ -1,0 +1,102 @@
+"""`nlar-json`: our documented NLAR format, one JSON list per split (`nlar_<split>.json`).
+
+No public file format exists for NLAR; ours carries, per question:
+
+* `id` (items.item_id), `split`;
+* `clip_id1`, `clip_id2` and `audio_path1`, `audio_path2` (relative to the Clotho-AQA
+  audio root) in the order the question uses them: "first" means clip 1;
+* `question`, `answer`, `answer_type` (clip-choice | yes-no | position | count),
+  `question_type` (which_contains | both_contain | more_count | where_occurs |
+  total_count), `options` (the closed answer set; [] for counts), `event`;
+* `order_dependent` (swapping the clips changes the answer) and `swapped` (this item is
+  the swapped copy of another);
+* `evidence`: the annotations of the event in each clip (`first`, `second`: present,
+  count, position, not_positions and the voted Clotho-AQA questions behind them, or
+  null when that clip's annotators were not asked), and `event_description`.
+
+`read_nlar_json` parses a file back into validated `NLARJsonItem`s.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.errors import InputFormatError
+from pipeline.tasks.common.export import atomic_write_text, rows_by_split
+
+
+class NLARJsonItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    split: str
+    clip_id1: str
+    clip_id2: str
+    audio_path1: str | None
+    audio_path2: str | None
+    question: str
+    answer: str
+    answer_type: str
+    question_type: str
+    options: list[str]
+    event: str
+    order_dependent: bool
+    swapped: bool
+    evidence: dict[str, Any]
+    event_description: str | None
+
+
+def nlar_item(row: dict[str, Any]) -> NLARJsonItem:
+    facts = json.loads(row["facts"]) if row.get("facts") else {}
+    first, second = row["clip_ids"]
+    path1, path2 = facts.get("audio_paths") or [None, None]
+    return NLARJsonItem(
+        id=row["item_id"],
+        split=row["split"],
+        clip_id1=first,
+        clip_id2=second,
+        audio_path1=path1,
+        audio_path2=path2,
+        question=row["input"],
+        answer=row["answer"],
+        answer_type=facts["answer_type"],
+        question_type=facts["kind"],
+        options=list(row.get("options") or []),
+        event=facts["event"],
+        order_dependent=facts["order_dependent"],
+        swapped=facts["swapped"],
+        evidence=facts["evidence"],
+        event_description=facts.get("description"),
+    )
+
+
+def write_nlar_json(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    written = []
+    for split, split_rows in rows_by_split(rows).items():
+        path = out_dir / f"nlar_{split}.json"
+        items = [nlar_item(row).model_dump() for row in split_rows]
+        atomic_write_text(path, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def read_nlar_json(path: Path) -> list[NLARJsonItem]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputFormatError(path, f"not a readable JSON file: {exc}") from exc
+    if not isinstance(data, list):
+        raise InputFormatError(path, "expected a JSON list of items")
+    items = []
+    for index, element in enumerate(data):
+        try:
+            items.append(NLARJsonItem.model_validate(element))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in first["loc"]) or None
+            raise InputFormatError(path, first["msg"], row=index, field=field) from None
+    return items

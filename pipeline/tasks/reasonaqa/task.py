@@ -1,0 +1,634 @@
+"""ReasonAQA (Mellow): audio question answering built from AudioCaps and Clotho captions.
+
+Item families (`items.subtask`):
+
+* `mcq` - one clip, a question with four options `a) … d)`, one correct; the correct
+  letter is assigned by us, rotating over the valid items of each split (finalize hook),
+  so every letter is correct within ±1 as often as any other.
+* `detail` - one clip, an open question with an answer grounded in its captions.
+* `difference-short` / `difference-sentence` / `difference-detailed` - a pair of clips of
+  the same source and split, the difference explained in three tiers.
+* `entailment` - one clip, a statement labelled entailment / neutral / contradiction.
+* `binary` - Clotho-AQA yes/no questions with the annotators' majority answer (ties are
+  recorded in `rejects` with reason `majority_tie`; no LLM involved, model `template`).
+
+`focus` (events, sources, scene, signal, semantics, emotion) is spread round-robin over
+each split's clips in a seeded order, separately for `mcq` and `detail`. Every item keeps
+the captions it was built from in `facts.clips`, which is also what the `mellow-json`
+export reads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pipeline.tasks.common import validators as v
+from pipeline.tasks.common.base import (
+    MODEL_TEMPLATE,
+    ExportOptions,
+    ItemDraft,
+    Task,
+    TaskContext,
+    draft_lineage,
+    llm_outcome_reasons,
+    stable_hash,
+)
+from pipeline.tasks.common.dedup import normalize_text
+from pipeline.tasks.common.records import ItemRecord
+from pipeline.tasks.reasonaqa import rules
+from pipeline.tasks.reasonaqa.aqa_votes import YES_NO, vote_questions
+from pipeline.tasks.reasonaqa.lexicon import events_in_text
+from pipeline.tasks.reasonaqa.rejects import RejectLog
+
+if TYPE_CHECKING:
+    from pipeline.llm import LLMRequest, LLMResult
+
+TASK_ID = "reasonaqa"
+PROMPT_MCQ = "reasonaqa/mcq"
+PROMPT_DETAIL = "reasonaqa/detail"
+PROMPT_DIFFERENCE = "reasonaqa/difference"
+PROMPT_ENTAILMENT = "reasonaqa/entailment"
+CAPTION_SOURCES = ("audiocaps", "clotho")
+LETTERS = ("a", "b", "c", "d")
+DIFFERENCE_TIERS = ("short", "sentence", "detailed")
+DIFFERENCE_QUESTIONS = {
+    "short": (
+        "What is the main difference between the two recordings? Answer in a few words.",
+        "In a few words, how do the two audio clips differ?",
+    ),
+    "sentence": (
+        "In one sentence, how does the first recording differ from the second?",
+        "Describe in one sentence the difference between the two audio clips.",
+    ),
+    "detailed": (
+        "Explain in detail how the two recordings differ.",
+        "Give a detailed comparison of the two audio clips and explain their differences.",
+    ),
+}
+ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
+ENTAILMENT_INPUT = (
+    "Does the audio entail, contradict, or say nothing about the following statement? "
+    "Statement: {hypothesis}"
+)
+POOL_SIZE = 8
+
+# Reason codes this task adds to the common ones (pipeline.tasks.common.validators).
+DISTRACTOR_IN_CAPTIONS = "distractor_in_captions"  # a wrong option is supported by the captions
+ANSWER_NOT_GROUNDED = "answer_not_grounded"  # the answer shares no content word with the captions
+NOT_ONE_SENTENCE = "not_one_sentence"  # the one-sentence tier has several sentences
+COPIES_CAPTION = "copies_caption"  # a hypothesis is a caption copied verbatim (normalised)
+MAJORITY_TIE = "majority_tie"  # rejects: the annotators' answers have no majority
+NOT_YES_NO = "not_yes_no"  # rejects: the majority answer of an AQA question is not yes/no
+
+_SENTENCE_END_RE = re.compile(r"[.!?](?:\s+|$)")
+_CONTENT_WORD_RE = re.compile(r"[a-z]{4,}")
+
+
+class ReasonAQATask(Task):
+    task_id: ClassVar[str] = TASK_ID
+    prompt_names: ClassVar[tuple[str, ...]] = (
+        PROMPT_MCQ,
+        PROMPT_DETAIL,
+        PROMPT_DIFFERENCE,
+        PROMPT_ENTAILMENT,
+    )
+    export_formats: ClassVar[tuple[str, ...]] = ("mellow-json",)
+    # Balance is per family: the MCQ letter, the binary and entailment labels; free-text
+    # families only count their items.
+    label_field: ClassVar[str | None] = (
+        "CASE WHEN subtask = 'mcq' THEN 'mcq ' || left(answer, 1) "
+        "WHEN subtask IN ('binary', 'entailment') THEN subtask || ' ' || answer ELSE subtask END"
+    )
+    # Audio QA: the same question about different clips is a different item, so clip ids
+    # are part of the duplicate key (clips never cross splits, so neither can a duplicate).
+    dedup_sql: ClassVar[str] = "array_to_string(clip_ids, '|') || '|' || input"
+
+    def config(self) -> dict[str, Any]:
+        return {"pool_size": POOL_SIZE, "lexicon": rules_lexicon_version()}
+
+    def dedup_text(self, record: ItemRecord) -> str | None:
+        if record.input is None:
+            return None
+        return "|".join(record.clip_ids) + "|" + record.input
+
+    # ---- generation -------------------------------------------------------------
+
+    def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
+        rejects = RejectLog(TASK_ID)
+        clips = [
+            clip
+            for clip in ctx.clips("source IN ('audiocaps', 'clotho') AND len(captions) > 0")
+            if ctx.wants(ctx.splits.clip_split(clip["clip_id"]))
+        ]
+        all_caption_clips = ctx.clips("source IN ('audiocaps', 'clotho') AND len(captions) > 0")
+        drafts: list[ItemDraft] = []
+        drafts += self._single_clip_items(ctx, clips, all_caption_clips)
+        drafts += self._difference_items(ctx, clips)
+        aqa = [
+            clip
+            for clip in ctx.clips("source = 'clotho-aqa'")
+            if ctx.wants(ctx.splits.clip_split(clip["clip_id"]))
+        ]
+        drafts += binary_items(ctx, aqa, rejects)
+        rejects.write(ctx.warehouse, ctx.run_id)
+        ctx.notes["rejects"] = rejects.counts()
+        return drafts
+
+    def _single_clip_items(
+        self, ctx: TaskContext, clips: list[dict[str, Any]], pool_clips: list[dict[str, Any]]
+    ) -> list[ItemDraft]:
+        by_split = clips_by_split(ctx, clips)
+        focus_of: dict[tuple[str, str], str] = {}
+        for split_clips in by_split.values():
+            ordered = sorted(split_clips, key=lambda c: stable_hash(c["clip_id"], ctx.seed))
+            for rank, clip in enumerate(ordered):
+                focus_of[(clip["clip_id"], "mcq")] = rules.FOCUSES[rank % len(rules.FOCUSES)]
+                focus_of[(clip["clip_id"], "detail")] = rules.FOCUSES[
+                    (rank + len(rules.FOCUSES) // 2) % len(rules.FOCUSES)
+                ]
+        from pipeline.llm import LLMRequest
+
+        requests: list[LLMRequest] = []
+        for clip in clips:
+            captions = list(clip["captions"])
+            mcq_focus = focus_of[(clip["clip_id"], "mcq")]
+            detail_focus = focus_of[(clip["clip_id"], "detail")]
+            requests.append(
+                LLMRequest(
+                    item_key=f"{clip['clip_id']}|mcq",
+                    prompt=PROMPT_MCQ,
+                    variables={
+                        "captions": captions,
+                        "focus": mcq_focus,
+                        "focus_hint": rules.FOCUS_HINTS[mcq_focus],
+                        "distractor_pool": distractor_pool(mcq_focus, clip, pool_clips, ctx.seed),
+                    },
+                    seed=ctx.seed,
+                )
+            )
+            requests.append(
+                LLMRequest(
+                    item_key=f"{clip['clip_id']}|detail",
+                    prompt=PROMPT_DETAIL,
+                    variables={
+                        "captions": captions,
+                        "focus": detail_focus,
+                        "focus_hint": rules.FOCUS_HINTS[detail_focus],
+                    },
+                    seed=ctx.seed,
+                )
+            )
+            requests.append(
+                LLMRequest(
+                    item_key=f"{clip['clip_id']}|entailment",
+                    prompt=PROMPT_ENTAILMENT,
+                    variables={
+                        "captions": captions,
+                        "other_events": other_events(clip, pool_clips, ctx.seed),
+                    },
+                    seed=ctx.seed,
+                )
+            )
+        results = ctx.run_llm(requests)
+        drafts: list[ItemDraft] = []
+        for index, clip in enumerate(clips):
+            split = ctx.splits.clip_split(clip["clip_id"])
+            mcq, detail, entailment = results[3 * index : 3 * index + 3]
+            drafts.append(mcq_draft(clip, split, focus_of[(clip["clip_id"], "mcq")], mcq))
+            drafts.append(detail_draft(clip, split, focus_of[(clip["clip_id"], "detail")], detail))
+            drafts += entailment_drafts(clip, split, entailment)
+        return drafts
+
+    def _difference_items(self, ctx: TaskContext, clips: list[dict[str, Any]]) -> list[ItemDraft]:
+        from pipeline.llm import LLMRequest
+
+        pairs = difference_pairs(ctx, clips)
+        requests = [
+            LLMRequest(
+                item_key=f"{first['clip_id']}|{second['clip_id']}|difference",
+                prompt=PROMPT_DIFFERENCE,
+                variables={
+                    "captions1": list(first["captions"]),
+                    "captions2": list(second["captions"]),
+                },
+                seed=ctx.seed,
+            )
+            for first, second in pairs
+        ]
+        results = ctx.run_llm(requests)
+        drafts: list[ItemDraft] = []
+        for (first, second), result in zip(pairs, results, strict=True):
+            split = ctx.splits.pair_split(first["clip_id"], second["clip_id"])
+            assert split is not None  # difference_pairs only forms same-split pairs
+            drafts += difference_drafts(first, second, split, result)
+        return drafts
+
+    # ---- after dedup: balance the correct letter ------------------------------------
+
+    def finalize(self, records: list[ItemRecord]) -> dict[str, int]:
+        """Lay out every valid MCQ so the correct letter rotates a, b, c, d per split."""
+        by_split: dict[str, list[ItemRecord]] = {}
+        for record in records:
+            if record.subtask == "mcq" and record.validation_status == "valid":
+                by_split.setdefault(record.split, []).append(record)
+        counts: dict[str, int] = {}
+        for split, split_records in by_split.items():
+            for rank, record in enumerate(sorted(split_records, key=lambda r: r.item_id)):
+                facts = record.facts_dict()
+                question, options, answer = lay_out_mcq(
+                    facts["question"], facts["correct"], facts["distractors"], rank % len(LETTERS)
+                )
+                facts["letter"] = answer[0]
+                record.input, record.options, record.answer = question, options, answer
+                record.facts = _dump(facts)
+                counts[f"mcq_letter_{answer[0]}_{split}"] = (
+                    counts.get(f"mcq_letter_{answer[0]}_{split}", 0) + 1
+                )
+        return {"mcq_letters": counts} if counts else {}
+
+    # ---- export -----------------------------------------------------------------
+
+    def export(
+        self, fmt: str, rows: list[dict[str, Any]], out_dir: Path, options: ExportOptions
+    ) -> list[Path]:
+        from pipeline.tasks.reasonaqa.export import write_mellow_json
+
+        if fmt != "mellow-json":
+            return super().export(fmt, rows, out_dir, options)
+        return write_mellow_json(rows, out_dir)
+
+    def report_sections(self, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        subtasks: dict[str, int] = {}
+        focus: dict[str, int] = {}
+        letters: dict[str, dict[str, int]] = {}
+        for row in rows:
+            subtasks[row["subtask"]] = subtasks.get(row["subtask"], 0) + 1
+            if row["focus"]:
+                focus[row["focus"]] = focus.get(row["focus"], 0) + 1
+            if row["subtask"] == "mcq" and row["answer"]:
+                split_letters = letters.setdefault(row["split"], {})
+                split_letters[row["answer"][0]] = split_letters.get(row["answer"][0], 0) + 1
+        lines = [f"- subtasks: {_counts(subtasks)}", f"- focus: {_counts(focus)}"]
+        lines += [f"- MCQ correct letters, {split}: {_counts(c)}" for split, c in letters.items()]
+        return [("ReasonAQA families", "\n".join(lines))]
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "none"
+
+
+def _dump(facts: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(facts, sort_keys=True)
+
+
+def rules_lexicon_version() -> str:
+    from pipeline.tasks.reasonaqa.lexicon import LEXICON_PATH
+
+    return stable_hash(LEXICON_PATH.read_text(encoding="utf-8"), length=12)
+
+
+# ---- clip selection ------------------------------------------------------------------
+
+
+def clips_by_split(
+    ctx: TaskContext, clips: list[dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for clip in clips:
+        grouped.setdefault(ctx.splits.clip_split(clip["clip_id"]), []).append(clip)
+    return grouped
+
+
+def difference_pairs(
+    ctx: TaskContext, clips: list[dict[str, Any]]
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each clip paired with its neighbour in a seeded order, within one (source, split).
+
+    n clips give n pairs (a ring) when n > 2, one pair when n == 2; every clip appears
+    in at most two pairs, so the pair count grows linearly with the corpus.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for clip in clips:
+        groups.setdefault((clip["source"], ctx.splits.clip_split(clip["clip_id"])), []).append(clip)
+    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for key in sorted(groups):
+        ordered = sorted(groups[key], key=lambda c: stable_hash(c["clip_id"], ctx.seed, "pair"))
+        count = len(ordered)
+        if count < 2:
+            continue
+        for index in range(count if count > 2 else 1):
+            first, second = ordered[index], ordered[(index + 1) % count]
+            if ctx.splits.pair_split(first["clip_id"], second["clip_id"]) is not None:
+                pairs.append((first, second))
+    return pairs
+
+
+def distractor_pool(
+    focus: str, clip: dict[str, Any], pool_clips: list[dict[str, Any]], seed: int
+) -> list[str]:
+    """Phrases of the focus's kind heard in other clips and never named by this clip.
+
+    The offline rule takes its distractors from here; a real LLM is asked to prefer them.
+    """
+    captions = list(clip["captions"])
+    own = rules.clip_events(captions)
+    own_names = {event.event for event, _ in own}
+    candidates: set[str] = set()
+    for other in pool_clips:
+        if other["clip_id"] == clip["clip_id"]:
+            continue
+        other_captions = list(other["captions"])
+        other_events = rules.clip_events(other_captions)
+        if focus == "events":
+            candidates |= {e.event for e, _ in other_events if e.event not in own_names}
+        elif focus == "sources":
+            own_sources = {e.source for e, _ in own}
+            candidates |= {e.source for e, _ in other_events if e.source not in own_sources}
+        elif focus == "scene":
+            own_scenes = {rules.scene_of(captions, own)} | {e.scene for e, _ in own}
+            scene = rules.scene_of(other_captions, other_events)
+            if scene and scene not in own_scenes:
+                candidates.add(scene)
+        elif focus == "signal":
+            pattern = rules.temporal_of(other_captions, other_events)
+            if pattern and pattern != rules.temporal_of(captions, own):
+                candidates.add(rules.TEMPORAL_PHRASES[pattern])
+        elif focus == "semantics":
+            if not own_names & {e.event for e, _ in other_events}:
+                candidates.add(rules.semantic_summary(other_captions))
+        elif focus == "emotion":
+            own_moods = {e.mood for e, _ in own}
+            candidates |= {
+                rules.MOOD_PHRASES[e.mood]
+                for e, _ in other_events[:1]
+                if e.mood not in own_moods and e.mood in rules.MOOD_PHRASES
+            }
+    ranked = sorted(candidates, key=lambda phrase: stable_hash(clip["clip_id"], phrase, seed))
+    return ranked[:POOL_SIZE]
+
+
+def other_events(clip: dict[str, Any], pool_clips: list[dict[str, Any]], seed: int) -> list[str]:
+    """Events named by other clips' captions and not by this clip's (neutral candidates)."""
+    own = {event.event for event, _ in rules.clip_events(list(clip["captions"]))}
+    names = {
+        event.event
+        for other in pool_clips
+        if other["clip_id"] != clip["clip_id"]
+        for event, _ in rules.clip_events(list(other["captions"]))
+        if event.event not in own
+    }
+    return sorted(names, key=lambda name: stable_hash(clip["clip_id"], name, seed))[:POOL_SIZE]
+
+
+def clip_info(clip: dict[str, Any]) -> dict[str, Any]:
+    """What an item keeps about its clip (facts.clips): enough for the Mellow export."""
+    return {
+        "clip_id": clip["clip_id"],
+        "source": clip["source"],
+        "source_split": clip.get("source_split"),
+        "audio_path": clip["audio_path"],
+        "captions": list(clip.get("captions") or []),
+    }
+
+
+# ---- item drafts ---------------------------------------------------------------------
+
+
+def lay_out_mcq(
+    question: str, correct: str, distractors: Sequence[str], correct_index: int
+) -> tuple[str, list[str], str]:
+    """(input, lettered options, answer) with the correct option at `correct_index`."""
+    texts = list(distractors)
+    texts.insert(correct_index, correct)
+    options = [f"{letter}) {text}" for letter, text in zip(LETTERS, texts, strict=False)]
+    return f"{question} {' '.join(options)}", options, options[correct_index]
+
+
+def mentions_any(text: str, captions: Sequence[str]) -> bool:
+    return rules.mentioned_in_captions(text, list(captions))
+
+
+def mcq_draft(clip: dict[str, Any], split: str, focus: str, result: LLMResult) -> ItemDraft:
+    captions = list(clip["captions"])
+    draft = ItemDraft(
+        split=split,  # type: ignore[arg-type]
+        generation_key=f"mcq:{focus}",
+        subtask="mcq",
+        clip_ids=[clip["clip_id"]],
+        focus=focus,
+        **draft_lineage(result),
+    )
+    draft.reasons = llm_outcome_reasons(result)
+    if draft.reasons:
+        draft.facts = {"clips": [clip_info(clip)]}
+        return draft
+    parsed = result.parsed or {}
+    question = " ".join(str(parsed.get("question") or "").split())
+    correct = " ".join(str(parsed.get("correct") or "").split())
+    distractors = [" ".join(str(d).split()) for d in parsed.get("distractors") or []]
+    reasons = v.check_nonempty(question, correct)
+    if len(distractors) != 3 or len({normalize_text(t) for t in [correct, *distractors]}) != 4:
+        reasons.append(v.OPTION_COUNT)
+    if any(mentions_any(d, captions) for d in distractors):
+        reasons.append(DISTRACTOR_IN_CAPTIONS)
+    if question:
+        reasons += v.check_length(question, 3, 40) + v.check_language(question)
+        if correct:
+            reasons += v.check_answer_not_leaked(question, correct)
+    if correct and len(correct.split()) > 15:
+        reasons.append(v.TOO_LONG)
+    index = int(stable_hash(clip["clip_id"], "letter", length=8), 16) % len(LETTERS)
+    text, options, answer = lay_out_mcq(question, correct, distractors[:3], index)
+    draft.input, draft.options, draft.answer = text, options, answer
+    reasons += v.check_option_count(options, len(LETTERS)) + v.check_answer_in_options(
+        answer, options
+    )
+    draft.reasons = list(dict.fromkeys(reasons))
+    draft.facts = {
+        "clips": [clip_info(clip)],
+        "question": question,
+        "correct": correct,
+        "distractors": distractors,
+        "letter": answer[:1],
+    }
+    return draft
+
+
+def _stems(text: str) -> set[str]:
+    # A 4-letter prefix folds inflections (barks / barking, bells / bell) well enough here.
+    return {word[:4] for word in _CONTENT_WORD_RE.findall(text.lower())}
+
+
+def grounded(answer: str, captions: Sequence[str]) -> bool:
+    """The answer names a sound event or shares a content word (stem) with the captions."""
+    caption_events = {event.event for event, _ in rules.clip_events(list(captions))}
+    if caption_events & {event.event for event in events_in_text(answer)}:
+        return True
+    return bool(_stems(" ".join(captions)) & _stems(answer))
+
+
+def detail_draft(clip: dict[str, Any], split: str, focus: str, result: LLMResult) -> ItemDraft:
+    draft = ItemDraft(
+        split=split,  # type: ignore[arg-type]
+        generation_key=f"detail:{focus}",
+        subtask="detail",
+        clip_ids=[clip["clip_id"]],
+        focus=focus,
+        facts={"clips": [clip_info(clip)]},
+        **draft_lineage(result),
+    )
+    draft.reasons = llm_outcome_reasons(result)
+    if draft.reasons:
+        return draft
+    parsed = result.parsed or {}
+    draft.input = " ".join(str(parsed.get("question") or "").split())
+    draft.answer = " ".join(str(parsed.get("answer") or "").split())
+    reasons = v.check_nonempty(draft.input, draft.answer)
+    if not reasons:
+        reasons += v.check_length(draft.input, 3, 40) + v.check_language(draft.input)
+        reasons += v.check_length(draft.answer, 8, 250) + v.check_language(draft.answer)
+        if not grounded(draft.answer, clip["captions"]):
+            reasons.append(ANSWER_NOT_GROUNDED)
+    draft.reasons = list(dict.fromkeys(reasons))
+    return draft
+
+
+def difference_drafts(
+    first: dict[str, Any], second: dict[str, Any], split: str, result: LLMResult
+) -> list[ItemDraft]:
+    outcome = llm_outcome_reasons(result)
+    parsed = result.parsed or {}
+    drafts = []
+    for tier in DIFFERENCE_TIERS:
+        question = rules._pick(DIFFERENCE_QUESTIONS[tier], first["clip_id"], second["clip_id"])
+        draft = ItemDraft(
+            split=split,  # type: ignore[arg-type]
+            generation_key=f"difference-{tier}",
+            subtask=f"difference-{tier}",
+            clip_ids=[first["clip_id"], second["clip_id"]],
+            input=question,
+            focus="events",
+            facts={"clips": [clip_info(first), clip_info(second)], "tier": tier},
+            reasons=list(outcome),
+            **draft_lineage(result),
+        )
+        if not outcome:
+            answer = " ".join(str(parsed.get(tier) or "").split())
+            draft.answer = answer
+            reasons = v.check_nonempty(answer)
+            if answer:
+                words = len(answer.split())
+                if tier == "short" and words > 8:
+                    reasons.append(v.TOO_LONG)
+                if tier == "sentence":
+                    reasons += v.check_length(answer, 4, 45) + v.check_language(answer)
+                    if len(_SENTENCE_END_RE.findall(answer.strip())) > 1:
+                        reasons.append(NOT_ONE_SENTENCE)
+                if tier == "detailed":
+                    reasons += v.check_length(answer, 15, 250) + v.check_language(answer)
+                if not grounded(answer, [*first["captions"], *second["captions"]]):
+                    reasons.append(ANSWER_NOT_GROUNDED)
+            draft.reasons = list(dict.fromkeys(reasons))
+        drafts.append(draft)
+    return drafts
+
+
+def entailment_drafts(clip: dict[str, Any], split: str, result: LLMResult) -> list[ItemDraft]:
+    captions = list(clip["captions"])
+    base: dict[str, Any] = {
+        "split": split,
+        "subtask": "entailment",
+        "clip_ids": [clip["clip_id"]],
+        "focus": "events",
+        **draft_lineage(result),
+    }
+    outcome = llm_outcome_reasons(result)
+    hypotheses = (result.parsed or {}).get("hypotheses") or []
+    if outcome or not hypotheses:
+        return [
+            ItemDraft(
+                generation_key="entailment:0",
+                facts={"clips": [clip_info(clip)]},
+                reasons=outcome or [v.EMPTY_FIELD],
+                **base,
+            )
+        ]
+    caption_keys = {normalize_text(caption) for caption in captions}
+    drafts = []
+    for index, entry in enumerate(hypotheses):
+        hypothesis = " ".join(str(entry.get("hypothesis") or "").split())
+        label = entry.get("label")
+        reasons = v.check_nonempty(hypothesis)
+        if hypothesis:
+            reasons += v.check_length(hypothesis, 3, 40) + v.check_language(hypothesis)
+            if normalize_text(hypothesis) in caption_keys:
+                reasons.append(COPIES_CAPTION)
+        if label not in ENTAILMENT_LABELS:
+            reasons.append(v.SCHEMA_INVALID)
+        drafts.append(
+            ItemDraft(
+                generation_key=f"entailment:{index}",
+                input=ENTAILMENT_INPUT.format(hypothesis=hypothesis),
+                answer=label,
+                options=list(ENTAILMENT_LABELS),
+                facts={"clips": [clip_info(clip)], "hypothesis": hypothesis},
+                reasons=list(dict.fromkeys(reasons)),
+                **base,
+            )
+        )
+    return drafts
+
+
+def binary_items(
+    ctx: TaskContext, clips: list[dict[str, Any]], rejects: RejectLog
+) -> list[ItemDraft]:
+    """Clotho-AQA yes/no questions with the annotators' majority answer."""
+    drafts = []
+    for clip in clips:
+        split = ctx.splits.clip_split(clip["clip_id"])
+        rejects.touch(split)
+        for voted in vote_questions(clip["qa"] or []):
+            raw = f"{voted.question} -> {list(voted.answers)}"
+            if voted.is_tie:
+                rejects.add(
+                    clip,
+                    MAJORITY_TIE,
+                    f"answers {list(voted.answers)} have no majority",
+                    raw,
+                    split,
+                )
+                continue
+            if voted.majority not in YES_NO:
+                rejects.add(
+                    clip,
+                    NOT_YES_NO,
+                    f"majority answer {voted.majority!r} is not yes/no",
+                    raw,
+                    split,
+                )
+                continue
+            drafts.append(
+                ItemDraft(
+                    split=split,  # type: ignore[arg-type]
+                    generation_key=f"binary:{normalize_text(voted.question)}",
+                    subtask="binary",
+                    clip_ids=[clip["clip_id"]],
+                    input=voted.question,
+                    answer=voted.majority,
+                    options=list(YES_NO),
+                    focus="events",
+                    facts={
+                        "clips": [clip_info(clip)],
+                        "answers": list(voted.answers),
+                        "agreement": round(voted.agreement, 3),
+                    },
+                    model=MODEL_TEMPLATE,
+                    reasons=v.check_nonempty(voted.question),
+                )
+            )
+    return drafts

@@ -48,8 +48,13 @@ from pipeline.tasks.common.export import export_task
 from pipeline.tasks.common.generate import generate_task
 from pipeline.tasks.common.records import GenerateSummary, ItemRecord
 from pipeline.tasks.common.report import TaskReport, report_task
+from pipeline.tasks.nlar import NLARTask
+from pipeline.tasks.reasonaqa import ReasonAQATask
 
-TASKS: dict[str, Task] = {}
+TASKS: dict[str, Task] = {
+    "reasonaqa": ReasonAQATask(),
+    "nlar": NLARTask(),
+}
 
 __all__ = [
     "TASKS",

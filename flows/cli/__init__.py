@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import core
+from flows.cli import core, train
 
 app = typer.Typer(
     name="forge",
@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (core,):
+for module in (core, train):
     module.register(app)
 
 

@@ -23,10 +23,15 @@ if TYPE_CHECKING:
 __all__ = ["TrainConfig", "evaluate_csv", "predict", "train_audiobert"]
 
 
-def train_audiobert(warehouse: Warehouse, config: TrainConfig | None, run_id: str) -> TrainSummary:
+def train_audiobert(
+    warehouse: Warehouse,
+    config: TrainConfig | None,
+    run_id: str,
+    dataset_run_id: str | None = None,
+) -> TrainSummary:
     from pipeline.training.train import train_audiobert as run
 
-    return run(warehouse, config, run_id)
+    return run(warehouse, config, run_id, dataset_run_id)
 
 
 def evaluate_csv(warehouse: Warehouse, csv_path: Any, **kwargs: Any) -> CsvEvaluation:

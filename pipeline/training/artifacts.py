@@ -29,7 +29,12 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.errors import ForgeError, MissingArtifactError
-from pipeline.training.backbone import ResolvedBackbone, load_masked_lm, resolve_backbone
+from pipeline.training.backbone import (
+    ResolvedBackbone,
+    load_masked_lm,
+    quiet_transformers,
+    resolve_backbone,
+)
 from pipeline.training.config import ClapChoice, TrainConfig
 from pipeline.training.model import AudioBert, wrap_with_lora
 
@@ -139,12 +144,13 @@ def load_saved_model(directory: Path | str, device: torch.device | None = None) 
 
     config = TrainConfig.model_validate_json((directory / "config.json").read_text())
     meta = json.loads((directory / "model.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
-    lm, head_added = load_masked_lm(resolve_backbone(config.backbone))
-    lm = PeftModel.from_pretrained(lm, directory / "adapter")
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
+        lm, head_added = load_masked_lm(resolve_backbone(config.backbone))
+        lm = PeftModel.from_pretrained(lm, directory / "adapter")
+        detector = AutoModelForTokenClassification.from_pretrained(directory / "span_detector")
     model = AudioBert(lm, int(meta["audio_dim"]), train_head=head_added)
     load_injection_state(model, load_file(directory / "injection.safetensors"))
-    detector = AutoModelForTokenClassification.from_pretrained(directory / "span_detector")
     device = device or torch.device("cpu")
     model.to(device).eval()
     detector.to(device).eval()

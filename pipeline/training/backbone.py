@@ -60,15 +60,20 @@ def resolve_backbone(name: str) -> ResolvedBackbone:
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers prints a load report for every missing head; we report it ourselves."""
+def quiet_transformers() -> Iterator[None]:
+    """transformers prints a load report for every missing head and a progress bar per
+    load; we report what matters ourselves (model card), and keep CLI output parseable."""
     previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _missing(backbone: ResolvedBackbone, exc: Exception) -> MissingArtifactError:
@@ -81,7 +86,7 @@ def _missing(backbone: ResolvedBackbone, exc: Exception) -> MissingArtifactError
 
 def load_tokenizer(backbone: ResolvedBackbone) -> PreTrainedTokenizerBase:
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(backbone.location)
     except (OSError, ValueError) as exc:
         raise _missing(backbone, exc) from exc
@@ -98,7 +103,7 @@ def load_tokenizer(backbone: ResolvedBackbone) -> PreTrainedTokenizerBase:
 def load_masked_lm(backbone: ResolvedBackbone) -> tuple[PreTrainedModel, bool]:
     """The backbone as a masked LM; returns (model, head_was_added)."""
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = AutoModelForMaskedLM.from_pretrained(
                 backbone.location, output_loading_info=True
             )
@@ -132,7 +137,7 @@ def load_token_classifier(backbone: ResolvedBackbone, seed: int = 0) -> PreTrain
     """Backbone encoder + a fresh 2-way token classification head (seeded)."""
     torch.manual_seed(seed)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoModelForTokenClassification.from_pretrained(
                 backbone.location,
                 num_labels=2,

@@ -79,6 +79,9 @@ def model_card(metrics: dict[str, Any], config: TrainConfig) -> str:
         f"{config.span_detector.batch_size}, lr {config.span_detector.lr}.",
         "",
         "## Data version",
+        f"Built by run `{metrics.get('dataset_run_id') or 'unknown'}`; items from view "
+        "`items_current` (valid, CLAP filter kept or unscored).",
+        "",
         "| task | split | generation_version | prompt versions | models | usable items | items |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -30,7 +30,7 @@ from pipeline.training.data import (
 )
 from pipeline.training.evaluation import evaluate_variants, predict_masks
 from pipeline.training.inputs import pipeline_plans
-from pipeline.training.retrieval import RetrievalIndex
+from pipeline.training.retrieval import RetrievalIndex, load_index
 from pipeline.training.span_detector import predict_token_labels, span_metrics
 
 
@@ -83,22 +83,20 @@ class Prediction(BaseModel):
     scores: list[float]
 
 
-def load_index(warehouse: Warehouse, saved: SavedModel, scorer: Any) -> RetrievalIndex:
-    from pipeline.clap.embeddings import load_clip_embeddings
-
-    clip_ids, embeddings = load_clip_embeddings(warehouse, scorer.backend, scorer.checkpoint_id)
-    if not len(clip_ids):
+def open_index(warehouse: Warehouse, saved: SavedModel, scorer: Any) -> RetrievalIndex:
+    index = load_index(warehouse, scorer)
+    if not len(index):
         raise MissingArtifactError(
             "retrieval index clips",
             f"clip_embeddings for {scorer.backend}:{scorer.checkpoint_id} in {warehouse.root}",
             "use the warehouse the model was trained on (--warehouse)",
         )
-    if embeddings.shape[1] != saved.model.audio_dim:
+    if index.audio_dim != saved.model.audio_dim:
         raise ForgeError(
-            f"clip embeddings are {embeddings.shape[1]}-d but the model expects "
+            f"clip embeddings are {index.audio_dim}-d but the model expects "
             f"{saved.model.audio_dim}-d: CLAP checkpoint differs from the training run"
         )
-    return RetrievalIndex(scorer.backend, scorer.checkpoint_id, list(clip_ids), embeddings)
+    return index
 
 
 def _open(
@@ -112,7 +110,7 @@ def _open(
             f"CLAP checkpoint {scorer.checkpoint_id} differs from the one the model was trained "
             f"with ({trained_with}); set FORGE_CLAP_CHECKPOINT accordingly"
         )
-    return saved, scorer, load_index(warehouse, saved, scorer)
+    return saved, scorer, open_index(warehouse, saved, scorer)
 
 
 def evaluate_csv(

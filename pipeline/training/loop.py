@@ -147,6 +147,7 @@ def fit(
     )
     result = FitResult(global_step=0, total_steps=total, best_score=None, best_epoch=None)
     start_epoch, start_step = 0, 0
+    resumed_partial: tuple[float, int] = (0.0, 0)
     seed_everything(settings.seed)
     last_path = work_dir / LAST
     if last_path.exists():
@@ -156,12 +157,13 @@ def fit(
         scheduler.load_state_dict(checkpoint["scheduler"])
         _set_rng_state(checkpoint["rng"])
         start_epoch, start_step = checkpoint["epoch"], checkpoint["step_in_epoch"]
+        resumed_partial = checkpoint["epoch_partial"]
         result.global_step = checkpoint["global_step"]
         result.best_score, result.best_epoch = checkpoint["best_score"], checkpoint["best_epoch"]
         result.history = checkpoint["history"]
         result.resumed_from_step = result.global_step
 
-    def save_last(epoch: int, step_in_epoch: int) -> None:
+    def save_last(epoch: int, step_in_epoch: int, partial: tuple[float, int] = (0.0, 0)) -> None:
         atomic_torch_save(
             {
                 "trainable": trainable_state(module),
@@ -170,6 +172,7 @@ def fit(
                 "rng": _rng_state(),
                 "epoch": epoch,
                 "step_in_epoch": step_in_epoch,
+                "epoch_partial": partial,  # (loss sum, samples) of the unfinished epoch
                 "global_step": result.global_step,
                 "best_score": result.best_score,
                 "best_epoch": result.best_epoch,
@@ -192,8 +195,9 @@ def fit(
         for epoch in range(start_epoch, settings.epochs):
             module.train()
             order = epoch_order(n_examples, settings.seed, epoch)
-            epoch_loss, epoch_samples, epoch_start = 0.0, 0, time.perf_counter()
+            epoch_start = time.perf_counter()
             first_step = start_step if epoch == start_epoch else 0
+            epoch_loss, epoch_samples = resumed_partial if epoch == start_epoch else (0.0, 0)
             for step in range(first_step, per_epoch):
                 step_indices = order[step * per_step : (step + 1) * per_step]
                 optimizer.zero_grad(set_to_none=True)
@@ -231,7 +235,7 @@ def fit(
                     and result.global_step % settings.checkpoint_every_steps == 0
                     and step + 1 < per_epoch
                 ):
-                    save_last(epoch, step + 1)
+                    save_last(epoch, step + 1, (epoch_loss, epoch_samples))
                 if on_step is not None:
                     on_step(result.global_step)
             score = evaluate() if evaluate is not None else None

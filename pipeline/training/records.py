@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +11,7 @@ class ModelRecord(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     run_id: str
+    dataset_run_id: str | None
     model_dir: str
     backbone: str
     mlm_head_added: bool
@@ -63,7 +63,3 @@ class TrainSummary(BaseModel):
                 "  audio embeddings from a randomly initialised CLAP: no real audio knowledge"
             )
         return out
-
-
-def record_row(record: ModelRecord) -> dict[str, Any]:
-    return record.model_dump()

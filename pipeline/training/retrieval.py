@@ -43,6 +43,7 @@ class RetrievalIndex:
     checkpoint_id: str
     clip_ids: list[str]
     embeddings: np.ndarray  # (n, audio_dim), L2-normalised
+    crop_policy: str | None = None
 
     def __post_init__(self) -> None:
         self.embeddings = _normalise(self.embeddings)
@@ -89,6 +90,7 @@ class RetrievalIndex:
             "checkpoint_id": self.checkpoint_id,
             "clips": len(self.clip_ids),
             "audio_dim": self.audio_dim,
+            "crop_policy": self.crop_policy,
             "query_template": span_query("{span}"),
             "similarity": "cosine",
             "source": "warehouse table clip_embeddings",
@@ -96,15 +98,26 @@ class RetrievalIndex:
 
 
 def build_index(
-    warehouse: Warehouse, scorer: Any, needed_clip_ids: Sequence[str]
+    warehouse: Warehouse, scorer: Any, needed_clip_ids: Sequence[str], run_id: str | None = None
 ) -> RetrievalIndex:
     """Compute missing embeddings of the items' clips, then index every embedded clip."""
-    from pipeline.clap.embeddings import ensure_clip_embeddings, load_clip_embeddings
+    from pipeline.clap.embeddings import ensure_clip_embeddings
 
     if needed_clip_ids:
-        ensure_clip_embeddings(warehouse, scorer, sorted(set(needed_clip_ids)))
-    clip_ids, embeddings = load_clip_embeddings(warehouse, scorer.backend, scorer.checkpoint_id)
-    return RetrievalIndex(scorer.backend, scorer.checkpoint_id, list(clip_ids), embeddings)
+        ensure_clip_embeddings(warehouse, scorer, sorted(set(needed_clip_ids)), run_id)
+    return load_index(warehouse, scorer)
+
+
+def load_index(warehouse: Warehouse, scorer: Any) -> RetrievalIndex:
+    """Every clip with a stored embedding for this scorer (backend, checkpoint, crop policy)."""
+    from pipeline.clap.embeddings import load_clip_embeddings
+
+    clip_ids, embeddings = load_clip_embeddings(
+        warehouse, scorer.backend, scorer.checkpoint_id, crop_policy=scorer.crop_policy
+    )
+    return RetrievalIndex(
+        scorer.backend, scorer.checkpoint_id, list(clip_ids), embeddings, scorer.crop_policy
+    )
 
 
 def retrieval_recall(

@@ -31,7 +31,12 @@ from pipeline.training.artifacts import (
     models_root,
     save_model_files,
 )
-from pipeline.training.backbone import load_token_classifier, load_tokenizer, resolve_backbone
+from pipeline.training.backbone import (
+    load_token_classifier,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_backbone,
+)
 from pipeline.training.card import PUBLISHED, model_card
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import (
@@ -82,7 +87,14 @@ def _flatten(encoded: dict[tuple[str, str], list[Encoded]], split: str) -> list[
     return [e for (_, s), values in sorted(encoded.items()) for e in values if s == split]
 
 
-def train_audiobert(warehouse: Warehouse, config: TrainConfig | None, run_id: str) -> TrainSummary:
+def train_audiobert(
+    warehouse: Warehouse,
+    config: TrainConfig | None,
+    run_id: str,
+    dataset_run_id: str | None = None,
+) -> TrainSummary:
+    """Train, evaluate and save one AudioBERT; `dataset_run_id` names the build that made
+    the data (recorded with the model)."""
     started = time.perf_counter()
     config = config or TrainConfig()
     seed_everything(config.seed)
@@ -103,7 +115,7 @@ def train_audiobert(warehouse: Warehouse, config: TrainConfig | None, run_id: st
     scorer = load_clap_scorer(config.clap)
     clap_is_random = config.clap.mode == "tiny-random"
     all_clip_ids = sorted({c for values in items.values() for ex in values for c in ex.clip_ids})
-    index = build_index(warehouse, scorer, all_clip_ids)
+    index = build_index(warehouse, scorer, all_clip_ids, run_id)
 
     skipped = SkipCounter()
     encoded = {
@@ -116,7 +128,9 @@ def train_audiobert(warehouse: Warehouse, config: TrainConfig | None, run_id: st
     # ---- span detector ----------------------------------------------------------------
     detector_dir = work / "span_detector"
     if (detector_dir / "config.json").exists():
-        detector = AutoModelForTokenClassification.from_pretrained(detector_dir).to(device)
+        with quiet_transformers():
+            detector = AutoModelForTokenClassification.from_pretrained(detector_dir)
+        detector.to(device)
         span_fit: dict[str, Any] = json.loads((work / "span_detector_fit.json").read_text())
     else:
         detector = load_token_classifier(backbone, config.seed)
@@ -220,6 +234,7 @@ def train_audiobert(warehouse: Warehouse, config: TrainConfig | None, run_id: st
 
     metrics: dict[str, Any] = {
         "run_id": run_id,
+        "dataset_run_id": dataset_run_id,
         "backbone": config.backbone,
         "backbone_location": backbone.location,
         "mlm_head_added": head_added,
@@ -316,6 +331,7 @@ def _record_model(
     animal, pitch = "auditorybench-animal", "auditorybench-pitch"
     record = ModelRecord(
         run_id=run_id,
+        dataset_run_id=metrics["dataset_run_id"],
         model_dir=str(model_dir),
         backbone=config.backbone,
         mlm_head_added=head_added,

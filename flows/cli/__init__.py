@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import core, train
+from flows.cli import core, llm, train
 
 app = typer.Typer(
     name="forge",
@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (core, train):
+for module in (core, llm, train):
     module.register(app)
 
 

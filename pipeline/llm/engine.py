@@ -43,7 +43,7 @@ from pipeline.llm import offline
 from pipeline.llm.config import LLMConfig
 from pipeline.llm.prompts import PromptLibrary, PromptTemplate, sanitize_variables
 from pipeline.llm.records import CALL_STATUSES, LLMRequest, LLMResult
-from pipeline.llm.schema import ReplyValidationError
+from pipeline.llm.schema import ReplyValidationError, ReplyValidator
 from pipeline.storage import Warehouse
 from pipeline.storage import schema as schemas
 from pipeline.storage.warehouse import to_arrow, utc_now
@@ -286,7 +286,7 @@ class GenerationEngine:
                 except (TypeError, ValueError) as exc:
                     row.update(status="invalid_output", error=f"reply is not JSON: {exc}")
                 else:
-                    self._validate_into(row, item.template, reply, raw)
+                    validate_into(row, item.template.validator, reply, raw)
             row.update(attempts=1, latency_s=time.perf_counter() - started)
             outcomes[item.key] = row
             self.recorder.add(row)
@@ -388,11 +388,11 @@ class GenerationEngine:
             try:
                 kwargs: dict[str, Any] = {
                     "model": config.model,
-                    "messages": _messages_for_mode(item, mode),
+                    "messages": messages_for_mode(item.template, item.messages, mode),
                     "temperature": item.params["temperature"],
                     "top_p": item.params["top_p"],
                     "max_tokens": item.params["max_tokens"],
-                    "response_format": _response_format(item.template, mode),
+                    "response_format": response_format_for(item.template, mode),
                 }
                 if config.send_seed:
                     kwargs["seed"] = item.seed
@@ -421,7 +421,7 @@ class GenerationEngine:
                 failure = ("invalid_output", f"unreadable response: {_error_text(exc)}", 200)
                 retries = config.max_retries
             else:
-                self._completion_into(row, item, completion)
+                completion_into(row, item.template.validator, completion)
                 row.update(attempts=attempts, latency_s=time.perf_counter() - started)
                 return row
             status, error, http_status = failure
@@ -450,55 +450,6 @@ class GenerationEngine:
             return min(retry_after, self.config.retry_after_max_s)
         ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2**retries_so_far)
         return random.uniform(ceiling / 2, ceiling)  # jitter spreads synchronized retries
-
-    def _completion_into(self, row: dict[str, Any], item: _Prepared, completion: Any) -> None:
-        usage = getattr(completion, "usage", None)
-        if usage is not None:
-            row["prompt_tokens"] = usage.prompt_tokens
-            row["completion_tokens"] = usage.completion_tokens
-        row["http_status"] = 200
-        choices = getattr(completion, "choices", None) or []
-        if not choices:
-            row.update(status="invalid_output", error="the reply has no choices")
-            return
-        choice = choices[0]
-        message = choice.message
-        row["finish_reason"] = choice.finish_reason
-        content = message.content
-        row["raw_output"] = content
-        refusal = getattr(message, "refusal", None)
-        if refusal or choice.finish_reason == "content_filter":
-            row.update(status="refused", error=f"the model refused: {refusal or 'content_filter'}")
-            return
-        self._parse_into(row, item.template, content, choice.finish_reason)
-
-    def _parse_into(
-        self,
-        row: dict[str, Any],
-        template: PromptTemplate,
-        content: str | None,
-        finish_reason: str | None,
-    ) -> None:
-        if not content:
-            row.update(status="invalid_output", error="empty reply")
-            return
-        try:
-            reply = parse_json_reply(content)
-        except ValueError as exc:
-            cut = " (cut at max_tokens)" if finish_reason == "length" else ""
-            row.update(status="invalid_output", error=f"reply is not JSON{cut}: {exc}")
-            return
-        self._validate_into(row, template, reply, content)
-
-    @staticmethod
-    def _validate_into(row: dict[str, Any], template: PromptTemplate, reply: Any, raw: str) -> None:
-        row["raw_output"] = raw
-        try:
-            parsed = template.validator.validate(reply)
-        except ReplyValidationError as exc:
-            row.update(status="invalid_output", error=f"reply does not match the schema: {exc}")
-            return
-        row.update(status="ok", parsed=json.dumps(parsed, ensure_ascii=False), error=None)
 
     # ---- rows and results --------------------------------------------------------------
 
@@ -544,6 +495,49 @@ class GenerationEngine:
         )
 
 
+def completion_into(row: dict[str, Any], validator: ReplyValidator, completion: Any) -> None:
+    """Fill a call row from a chat completion (an openai object): status, output, usage."""
+    usage = getattr(completion, "usage", None)
+    if usage is not None:
+        row["prompt_tokens"] = usage.prompt_tokens
+        row["completion_tokens"] = usage.completion_tokens
+    row["http_status"] = 200
+    choices = getattr(completion, "choices", None) or []
+    if not choices:
+        row.update(status="invalid_output", error="the reply has no choices")
+        return
+    choice = choices[0]
+    message = choice.message
+    row["finish_reason"] = choice.finish_reason
+    content = message.content
+    row["raw_output"] = content
+    refusal = getattr(message, "refusal", None)
+    if refusal or choice.finish_reason == "content_filter":
+        row.update(status="refused", error=f"the model refused: {refusal or 'content_filter'}")
+        return
+    if not content:
+        row.update(status="invalid_output", error="empty reply")
+        return
+    try:
+        reply = parse_json_reply(content)
+    except ValueError as exc:
+        cut = " (cut at max_tokens)" if choice.finish_reason == "length" else ""
+        row.update(status="invalid_output", error=f"reply is not JSON{cut}: {exc}")
+        return
+    validate_into(row, validator, reply, content)
+
+
+def validate_into(row: dict[str, Any], validator: ReplyValidator, reply: Any, raw: str) -> None:
+    """Mark a call row ok (with the parsed reply) or invalid_output (with the reasons)."""
+    row["raw_output"] = raw
+    try:
+        parsed = validator.validate(reply)
+    except ReplyValidationError as exc:
+        row.update(status="invalid_output", error=f"reply does not match the schema: {exc}")
+        return
+    row.update(status="ok", parsed=json.dumps(parsed, ensure_ascii=False), error=None)
+
+
 def _schema_is_strict_compatible(schema: Any) -> bool:
     """OpenAI strict mode needs every object closed and every property required."""
     if not isinstance(schema, dict):
@@ -560,7 +554,7 @@ def _schema_is_strict_compatible(schema: Any) -> bool:
     return True
 
 
-def _response_format(template: PromptTemplate, mode: str) -> dict[str, Any]:
+def response_format_for(template: PromptTemplate, mode: str) -> dict[str, Any]:
     if mode == "json_schema":
         return {
             "type": "json_schema",
@@ -573,24 +567,21 @@ def _response_format(template: PromptTemplate, mode: str) -> dict[str, Any]:
     return {"type": "json_object"}
 
 
-def _messages_for_mode(item: _Prepared, mode: str) -> list[dict[str, str]]:
+def messages_for_mode(
+    template: PromptTemplate, messages: list[dict[str, str]], mode: str
+) -> list[dict[str, str]]:
+    """The messages actually sent: in JSON mode a system note states the schema, since
+    JSON mode alone only promises *some* JSON object."""
     if mode == "json_schema":
-        return item.messages
-    # JSON mode only promises *some* JSON object: state the schema in the prompt.
+        return messages
     note = {
         "role": "system",
         "content": "Reply with one JSON object that matches this JSON Schema:\n"
-        + json.dumps(item.template.schema, sort_keys=True),
+        + json.dumps(template.schema, sort_keys=True),
     }
-    return (
-        [*item.messages, note]
-        if item.messages[0]["role"] != "system"
-        else [
-            item.messages[0],
-            note,
-            *item.messages[1:],
-        ]
-    )
+    if messages and messages[0]["role"] == "system":
+        return [messages[0], note, *messages[1:]]
+    return [note, *messages]
 
 
 def _mentions_response_format(exc: Any) -> bool:

@@ -55,9 +55,11 @@ def predict_masks(
         batch = make_batch(chunk, tokenizer.pad_token_id, model.audio_dim).to(device)
         _, logits = model(batch, inject=inject)
         logits = logits.float().cpu()
-        for row, plan in enumerate(chunk):
+        row_start = 0
+        for plan in chunk:
             example = plan.encoded
-            at_masks = logits[row, example.mask_positions]  # (masks, vocab)
+            at_masks = logits[row_start : row_start + len(example.mask_positions)]  # (masks, vocab)
+            row_start += len(example.mask_positions)
             if example.example.task == "auditorybench-pitch":
                 pitch_ids = pitch_ids or restricted_ids(tokenizer)
                 choice = int(at_masks[0, pitch_ids].argmax())

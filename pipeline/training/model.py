@@ -19,6 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import PreTrainedModel
 
+from pipeline.errors import ForgeError
 from pipeline.training.config import LoraSettings
 
 IGNORE_INDEX = -100
@@ -101,19 +102,36 @@ class AudioBert(nn.Module):
         return embeds
 
     def forward(self, batch: Batch, inject: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (loss over [MASK] targets, logits (B, T, vocab))."""
-        output = self.lm(
+        """(mean loss over the [MASK] targets, logits (n_targets, vocab)).
+
+        Logits rows are the positions where `batch.labels != -100`, in row-major order.
+        The vocabulary head runs on those positions only: on a MiniLM-sized model the
+        head over every position costs about as much as the whole encoder.
+        """
+        encoder, head = _encoder_and_head(self.lm.get_base_model())
+        hidden = encoder(
             inputs_embeds=self.input_embeddings(batch, inject),
             attention_mask=batch.attention_mask,
             token_type_ids=batch.token_type_ids,
-        )
-        logits = output.logits
-        loss = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            batch.labels.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-        )
+        ).last_hidden_state
+        targets = batch.labels != IGNORE_INDEX
+        logits = head(hidden[targets])
+        loss = nn.functional.cross_entropy(logits.float(), batch.labels[targets])
         return loss, logits
+
+
+def _encoder_and_head(model: PreTrainedModel) -> tuple[nn.Module, nn.Module]:
+    """The encoder and the vocabulary head of a BERT-family (`cls`) or RoBERTa-family
+    (`lm_head`) masked LM."""
+    encoder = getattr(model, model.base_model_prefix)
+    for name in ("cls", "lm_head"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module):
+            return encoder, head
+    raise ForgeError(
+        f"unsupported masked-LM head on {type(model).__name__}: BERT-family (cls) and "
+        "RoBERTa-family (lm_head) backbones are supported"
+    )
 
 
 def _is_trainable_head_param(name: str) -> bool:

@@ -134,11 +134,17 @@ def test_loss_is_masked_to_mask_targets(word_backbone, word_tokenizer) -> None:
     targets = {i: t for i, t in enumerate(batch.labels[0].tolist()) if t != IGNORE_INDEX}
     assert targets == dict(zip(enc.mask_positions, enc.target_ids, strict=True))
     model.eval()
-    loss, logits = model(batch)
-    manual = nn.functional.cross_entropy(
-        logits[0, enc.mask_positions], torch.tensor(enc.target_ids)
-    )
+    loss, mask_logits = model(batch)
+    # the full masked LM over every position, through transformers' own forward
+    full = model.lm(
+        inputs_embeds=model.input_embeddings(batch),
+        attention_mask=batch.attention_mask,
+        token_type_ids=batch.token_type_ids,
+    ).logits
+    torch.testing.assert_close(mask_logits, full[0, enc.mask_positions])
+    manual = nn.functional.cross_entropy(full[0, enc.mask_positions], torch.tensor(enc.target_ids))
     torch.testing.assert_close(loss, manual)
+    assert len(enc.mask_positions) == 2 and mask_logits.shape[0] == 2
 
 
 def test_a_few_steps_reduce_loss_on_a_fixed_batch(word_backbone, word_tokenizer) -> None:
@@ -185,7 +191,8 @@ class FixedLogits(nn.Module):
         self.logits = logits
 
     def forward(self, batch: Batch, inject: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tensor(0.0), self.logits[: batch.size, : batch.input_ids.shape[1]]
+        targets = batch.labels != IGNORE_INDEX
+        return torch.tensor(0.0), self.logits[: batch.size, : batch.input_ids.shape[1]][targets]
 
 
 def test_evaluation_counts_exact_matches(word_tokenizer) -> None:

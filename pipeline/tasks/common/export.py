@@ -95,6 +95,9 @@ def export_task(
     task = get_task(task_id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if fmt not in (*COMMON_FORMATS, *task.export_formats):
+        known = ", ".join((*COMMON_FORMATS, *task.export_formats))
+        raise ForgeError(f"task {task_id!r} cannot export format {fmt!r}; choose one of {known}")
     rows = export_rows(warehouse, task_id, include_dropped)
     if not rows:
         raise ForgeError(
@@ -105,11 +108,8 @@ def export_task(
         return [write_hf(rows, out)]
     if fmt == "jsonl":
         return write_jsonl(rows, out)
-    if fmt in task.export_formats:
-        options = ExportOptions(include_dropped=include_dropped, extra_columns=extra_columns)
-        return task.export(fmt, rows, out, options)
-    known = ", ".join((*COMMON_FORMATS, *task.export_formats))
-    raise ForgeError(f"task {task_id!r} cannot export format {fmt!r}; choose one of {known}")
+    options = ExportOptions(include_dropped=include_dropped, extra_columns=extra_columns)
+    return task.export(fmt, rows, out, options)
 
 
 def write_hf(rows: list[dict[str, Any]], out: Path) -> Path:

@@ -1,0 +1,134 @@
+"""Dataset task commands: `forge generate`, `forge export`, `forge report`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import WarehouseOption, user_errors
+from pipeline.storage import Warehouse
+
+
+class TaskId(StrEnum):
+    animal = "auditorybench-animal"
+    pitch = "auditorybench-pitch"
+    reasonaqa = "reasonaqa"
+    nlar = "nlar"
+
+
+class ExportFormat(StrEnum):
+    auditorybench_csv = "auditorybench-csv"
+    mellow_json = "mellow-json"
+    nlar_json = "nlar-json"
+    hf = "hf"
+    jsonl = "jsonl"
+
+
+class Backend(StrEnum):
+    offline = "offline"
+    openai = "openai"
+
+
+TaskOption = Annotated[TaskId, typer.Option("--task", help="Dataset task id.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate")(generate)
+    app.command("export")(export)
+    app.command("report")(report)
+
+
+@user_errors
+def generate(
+    task: TaskOption,
+    backend: Annotated[
+        Backend | None,
+        typer.Option(
+            help="LLM backend (default: openai if OPENAI_BASE_URL/KEY is set, else offline)."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name (default: $FORGE_LLM_MODEL).")
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="Folder of templates overriding the defaults.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for splits, pairing and LLM sampling.")] = 0,
+    split: Annotated[
+        list[str] | None, typer.Option("--split", help="Only this split (repeatable).")
+    ] = None,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Generate one task's items (the `generate-task` flow) and print the counts."""
+    from flows.generate import generate_flow
+    from pipeline.llm import LLMConfig
+
+    LLMConfig.from_env(backend=backend.value if backend else None, model=model)  # fail early
+    summary = generate_flow(
+        task=task.value,
+        warehouse=str(Warehouse(warehouse).root),
+        backend=backend.value if backend else None,
+        model=model,
+        prompts_dir=str(prompts.resolve()) if prompts else None,
+        seed=seed,
+        splits=split or None,
+    )
+    typer.echo(
+        f"{summary.task} (version {summary.generation_version}): {summary.valid} valid, "
+        f"{summary.rejected} rejected"
+    )
+    for name, count in sorted(summary.valid_by_split.items()):
+        typer.echo(f"  {name}: {count} valid, {summary.rejected_by_split.get(name, 0)} rejected")
+    if summary.rejected_by_reason:
+        reasons = ", ".join(f"{k}={v}" for k, v in summary.rejected_by_reason.items())
+        typer.echo(f"  rejected by reason: {reasons}")
+
+
+@user_errors
+def export(
+    task: TaskOption,
+    format: Annotated[ExportFormat, typer.Option("--format", help="Output format.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    include_dropped: Annotated[
+        bool, typer.Option(help="Also export items the CLAP filter dropped.")
+    ] = False,
+    extra_columns: Annotated[
+        bool, typer.Option(help="auditorybench-csv: add our columns after the published ones.")
+    ] = False,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Export a task's current valid items (the `export-task` flow)."""
+    from flows.generate import export_flow
+
+    paths = export_flow(
+        task=task.value,
+        fmt=format.value,
+        out_dir=str(out.resolve()),
+        warehouse=str(Warehouse(warehouse).root),
+        include_dropped=include_dropped,
+        extra_columns=extra_columns,
+    )
+    for path in paths:
+        typer.echo(path)
+
+
+@user_errors
+def report(
+    task: TaskOption,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write the Markdown to this file.")
+    ] = None,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Print a task's quality report (counts, balance, duplicates, rejects, pitch gaps)."""
+    from flows.generate import report_flow
+
+    markdown = report_flow(
+        task=task.value,
+        warehouse=str(Warehouse(warehouse).root),
+        out=str(out.resolve()) if out else None,
+    )
+    typer.echo(markdown)

@@ -390,12 +390,16 @@ def roberta_config_from_state(state: dict[str, torch.Tensor], heads: int = 12) -
     }
 
 
-def build_laion_model(text_config: dict[str, Any], audio_model: str = "HTSAT-tiny") -> Any:
+def build_laion_model(
+    text_config: dict[str, Any], audio_model: str = "HTSAT-tiny", *, skip_init: bool = False
+) -> Any:
     """A laion-clap CLAP model whose RoBERTa tower is built from `text_config`, not the hub.
 
     laion-clap calls `RobertaModel.from_pretrained('roberta-base')` while constructing the
     model — a download whose weights the checkpoint overwrites anyway; we build the same
-    architecture from a config instead, so loading works offline.
+    architecture from a config instead, so loading works offline. `skip_init` skips
+    HTSAT's truncated-normal initialisation (seconds on CPU) when a checkpoint will
+    overwrite every weight anyway (the strict load below checks that it does).
     """
     from transformers import RobertaConfig, RobertaModel
 
@@ -407,14 +411,17 @@ def build_laion_model(text_config: dict[str, Any], audio_model: str = "HTSAT-tin
         def from_pretrained(_name: str) -> RobertaModel:
             return RobertaModel(RobertaConfig(**text_config), add_pooling_layer=True)
 
-    original = model_module.RobertaModel
+    htsat_module = sys.modules["clap_module.htsat"]
+    original = model_module.RobertaModel, htsat_module.trunc_normal_
     model_module.RobertaModel = _RobertaFromConfig
+    if skip_init:
+        htsat_module.trunc_normal_ = lambda tensor, *args, **kwargs: tensor
     try:
         model, _ = clap_module.create_model(
             audio_model, "roberta", precision="fp32", device="cpu", enable_fusion=False
         )
     finally:
-        model_module.RobertaModel = original
+        model_module.RobertaModel, htsat_module.trunc_normal_ = original
     return model
 
 
@@ -448,7 +455,7 @@ def _load_laion(config: ClapConfig) -> LaionClapScorer:
             "laion/clap-htsat-fused"
         )
     text_config = meta.get("text_config") or roberta_config_from_state(state)
-    model = build_laion_model(text_config, _laion_audio_model(state))
+    model = build_laion_model(text_config, _laion_audio_model(state), skip_init=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ForgeError(

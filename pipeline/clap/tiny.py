@@ -167,13 +167,19 @@ def build_tiny_laion_clap(seed: int = 0, config: ClapConfig | None = None) -> La
     )
 
 
-def save_tiny_laion_clap(path: Path, seed: int = 0) -> Path:
-    """Write a tiny random model as a LAION-format .pt file (DataParallel 'module.' keys).
+def save_tiny_laion_clap(path: Path, seed: int = 0, scorer: LaionClapScorer | None = None) -> Path:
+    """Write a tiny random model (`scorer`'s, else a new one) as a LAION-format .pt file.
 
-    The tokenizer goes beside it (`<stem>_tokenizer/`) and the file's `forge` entry names
-    it and the text tower's shape, which LAION's own checkpoints do not need (roberta-base).
+    Same layout as LAION's checkpoints (`state_dict` with DataParallel 'module.' keys and
+    the old `position_ids` buffer). The tokenizer goes beside it (`<stem>_tokenizer/`);
+    the file's `forge` entry names it and the text tower's shape, which LAION's own
+    checkpoints do not need (their tower is roberta-base).
     """
-    model, tokenizer, text_config = build_tiny_laion_parts(seed)
+    if scorer is None:
+        model, tokenizer, text_config = build_tiny_laion_parts(seed)
+    else:
+        model, tokenizer = scorer.model, scorer.tokenizer
+        text_config = {**TINY_LAION_TEXT_CONFIG, "vocab_size": len(tokenizer)}
     tokenizer_dir = path.with_name(f"{path.stem}_tokenizer")
     tokenizer.save_pretrained(tokenizer_dir)
     state = {f"module.{k}": v for k, v in model.state_dict().items()}

@@ -309,3 +309,18 @@ def test_report_markdown_shows_the_quality_numbers(generated) -> None:
     text = report_task(wh, "auditorybench-pitch").markdown()
     assert "Cross-split duplicates among valid items: **0**" in text
     assert "| test |" in text and "higher" in text and "Label gap histogram" in text
+
+
+def test_pairs_below_the_minimum_gap_are_rejected_rows_without_llm_calls(generated) -> None:
+    wh, _ = generated
+    rows = wh.rows(
+        "SELECT * FROM items_current WHERE task = 'auditorybench-pitch' "
+        "AND list_contains(validation_reasons, 'pitch_gap_too_small')"
+    )
+    assert rows, "the samples hold at least one pair closer than 10 %"
+    for row in rows:
+        facts = json.loads(row["facts"])
+        high = max(facts["avg_pitch_1"], facts["avg_pitch_2"])
+        low = min(facts["avg_pitch_1"], facts["avg_pitch_2"])
+        assert (high - low) / high < 0.10
+        assert row["input"] is None and row["llm_call_key"] is None

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from pipeline.errors import InputFormatError
@@ -80,12 +80,17 @@ def event_by_name(name: str) -> SoundEvent | None:
 
 def events_in_text(text: str) -> list[SoundEvent]:
     """Every lexicon event named in `text`, ordered by where it is first named."""
+    return list(_events_in_text(text))
+
+
+@lru_cache(maxsize=65536)  # captions are scanned by several families and validators
+def _events_in_text(text: str) -> tuple[SoundEvent, ...]:
     found: list[tuple[int, int, SoundEvent]] = []
     for order, event in enumerate(sound_events()):
         match = event.regex.search(text)
         if match:
             found.append((match.start(), order, event))
-    return [event for _, _, event in sorted(found, key=lambda item: (item[0], item[1]))]
+    return tuple(event for _, _, event in sorted(found, key=lambda item: (item[0], item[1])))
 
 
 def first_event_in_text(text: str) -> SoundEvent | None:
@@ -99,6 +104,11 @@ def caption_support(captions: Iterable[str]) -> list[tuple[SoundEvent, int]]:
     Ties keep the order of first mention in the first caption that names them, so the
     result is deterministic for a given caption list.
     """
+    return list(_caption_support(tuple(captions)))
+
+
+@lru_cache(maxsize=65536)
+def _caption_support(captions: tuple[str, ...]) -> tuple[tuple[SoundEvent, int], ...]:
     support: Counter[str] = Counter()
     first_seen: dict[str, tuple[int, int]] = {}
     by_name: dict[str, SoundEvent] = {}
@@ -108,4 +118,4 @@ def caption_support(captions: Iterable[str]) -> list[tuple[SoundEvent, int]]:
             by_name[event.event] = event
             first_seen.setdefault(event.event, (caption_index, position))
     ranked = sorted(support, key=lambda name: (-support[name], first_seen[name]))
-    return [(by_name[name], support[name]) for name in ranked]
+    return tuple((by_name[name], support[name]) for name in ranked)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -151,6 +152,7 @@ class ReasonAQATask(Task):
                 ]
         from pipeline.llm import LLMRequest
 
+        pool = PoolIndex(pool_clips, ctx.seed)
         requests: list[LLMRequest] = []
         for clip in clips:
             captions = list(clip["captions"])
@@ -164,7 +166,7 @@ class ReasonAQATask(Task):
                         "captions": captions,
                         "focus": mcq_focus,
                         "focus_hint": rules.FOCUS_HINTS[mcq_focus],
-                        "distractor_pool": distractor_pool(mcq_focus, clip, pool_clips, ctx.seed),
+                        "distractor_pool": pool.distractor_pool(mcq_focus, clip),
                     },
                     seed=ctx.seed,
                 )
@@ -187,7 +189,7 @@ class ReasonAQATask(Task):
                     prompt=PROMPT_ENTAILMENT,
                     variables={
                         "captions": captions,
-                        "other_events": other_events(clip, pool_clips, ctx.seed),
+                        "other_events": pool.other_events(clip),
                     },
                     seed=ctx.seed,
                 )
@@ -328,61 +330,110 @@ def difference_pairs(
     return pairs
 
 
-def distractor_pool(
-    focus: str, clip: dict[str, Any], pool_clips: list[dict[str, Any]], seed: int
-) -> list[str]:
-    """Phrases of the focus's kind heard in other clips and never named by this clip.
+@dataclass(frozen=True)
+class ClipProfile:
+    """What the distractor pools need from one clip's captions, computed once per clip."""
 
-    The offline rule takes its distractors from here; a real LLM is asked to prefer them.
-    """
+    clip_id: str
+    events: frozenset[str]
+    sources: frozenset[str]
+    scenes: frozenset[str]  # the scene the captions name or imply, plus event scenes
+    temporal: str | None
+    moods: frozenset[str]
+    main_mood: str | None
+    summary: str
+
+
+def clip_profile(clip: dict[str, Any]) -> ClipProfile:
     captions = list(clip["captions"])
-    own = rules.clip_events(captions)
-    own_names = {event.event for event, _ in own}
-    candidates: set[str] = set()
-    for other in pool_clips:
-        if other["clip_id"] == clip["clip_id"]:
-            continue
-        other_captions = list(other["captions"])
-        other_events = rules.clip_events(other_captions)
+    events = rules.clip_events(captions)
+    scene = rules.scene_of(captions, events)
+    return ClipProfile(
+        clip_id=clip["clip_id"],
+        events=frozenset(e.event for e, _ in events),
+        sources=frozenset(e.source for e, _ in events),
+        scenes=frozenset({scene} if scene else set()) | {e.scene for e, _ in events},
+        temporal=rules.temporal_of(captions, events),
+        moods=frozenset(e.mood for e, _ in events),
+        main_mood=events[0][0].mood if events else None,
+        summary=rules.semantic_summary(captions),
+    )
+
+
+class PoolIndex:
+    """Phrases heard across the caption corpus, to draw distractors and neutral events from.
+
+    Built once per run (linear in the number of clips); per clip, pools are the corpus
+    phrases of a kind minus the clip's own, so the cost per clip does not grow with the
+    corpus (semantic summaries are drawn from a bounded, seeded window of other clips).
+    """
+
+    SUMMARY_WINDOW = 64
+
+    def __init__(self, clips: list[dict[str, Any]], seed: int) -> None:
+        self.seed = seed
+        self.profiles = {clip["clip_id"]: clip_profile(clip) for clip in clips}
+        self.order = sorted(self.profiles, key=lambda cid: stable_hash(cid, seed, "pool"))
+        self.position = {cid: index for index, cid in enumerate(self.order)}
+        profiles = list(self.profiles.values())
+        self.events = frozenset().union(*(p.events for p in profiles))
+        self.sources = frozenset().union(*(p.sources for p in profiles))
+        self.scenes = frozenset().union(*(p.scenes for p in profiles))
+        self.temporal = frozenset(p.temporal for p in profiles if p.temporal)
+        self.main_moods = frozenset(p.main_mood for p in profiles if p.main_mood)
+
+    def _ranked(self, clip_id: str, phrases: set[str] | frozenset[str]) -> list[str]:
+        ranked = sorted(phrases, key=lambda phrase: stable_hash(clip_id, phrase, self.seed))
+        return ranked[:POOL_SIZE]
+
+    def distractor_pool(self, focus: str, clip: dict[str, Any]) -> list[str]:
+        """Phrases of the focus's kind heard in other clips and never named by this clip.
+
+        The offline rule takes its distractors from here; a real LLM is asked to prefer them.
+        """
+        own = self.profiles.get(clip["clip_id"]) or clip_profile(clip)
         if focus == "events":
-            candidates |= {e.event for e, _ in other_events if e.event not in own_names}
-        elif focus == "sources":
-            own_sources = {e.source for e, _ in own}
-            candidates |= {e.source for e, _ in other_events if e.source not in own_sources}
-        elif focus == "scene":
-            own_scenes = {rules.scene_of(captions, own)} | {e.scene for e, _ in own}
-            scene = rules.scene_of(other_captions, other_events)
-            if scene and scene not in own_scenes:
-                candidates.add(scene)
-        elif focus == "signal":
-            pattern = rules.temporal_of(other_captions, other_events)
-            if pattern and pattern != rules.temporal_of(captions, own):
-                candidates.add(rules.TEMPORAL_PHRASES[pattern])
-        elif focus == "semantics":
-            if not own_names & {e.event for e, _ in other_events}:
-                candidates.add(rules.semantic_summary(other_captions))
-        elif focus == "emotion":
-            own_moods = {e.mood for e, _ in own}
-            candidates |= {
-                rules.MOOD_PHRASES[e.mood]
-                for e, _ in other_events[:1]
-                if e.mood not in own_moods and e.mood in rules.MOOD_PHRASES
-            }
-    ranked = sorted(candidates, key=lambda phrase: stable_hash(clip["clip_id"], phrase, seed))
-    return ranked[:POOL_SIZE]
+            return self._ranked(own.clip_id, self.events - own.events)
+        if focus == "sources":
+            return self._ranked(own.clip_id, self.sources - own.sources)
+        if focus == "scene":
+            return self._ranked(own.clip_id, self.scenes - own.scenes)
+        if focus == "signal":
+            return self._ranked(
+                own.clip_id,
+                {rules.TEMPORAL_PHRASES[p] for p in self.temporal if p != own.temporal},
+            )
+        if focus == "emotion":
+            return self._ranked(
+                own.clip_id,
+                {
+                    rules.MOOD_PHRASES[m]
+                    for m in self.main_moods - own.moods
+                    if m in rules.MOOD_PHRASES
+                },
+            )
+        if focus == "semantics":
+            return self._summaries(own)
+        raise ValueError(f"unknown focus {focus!r}")
 
+    def _summaries(self, own: ClipProfile) -> list[str]:
+        """Summaries of clips sharing no event with this one, from a seeded window."""
+        start = self.position.get(own.clip_id, 0)
+        found: list[str] = []
+        for step in range(1, min(len(self.order), self.SUMMARY_WINDOW + 1)):
+            other = self.profiles[self.order[(start + step) % len(self.order)]]
+            if other.clip_id == own.clip_id or own.events & other.events:
+                continue
+            if other.summary not in found:
+                found.append(other.summary)
+            if len(found) == POOL_SIZE:
+                break
+        return found
 
-def other_events(clip: dict[str, Any], pool_clips: list[dict[str, Any]], seed: int) -> list[str]:
-    """Events named by other clips' captions and not by this clip's (neutral candidates)."""
-    own = {event.event for event, _ in rules.clip_events(list(clip["captions"]))}
-    names = {
-        event.event
-        for other in pool_clips
-        if other["clip_id"] != clip["clip_id"]
-        for event, _ in rules.clip_events(list(other["captions"]))
-        if event.event not in own
-    }
-    return sorted(names, key=lambda name: stable_hash(clip["clip_id"], name, seed))[:POOL_SIZE]
+    def other_events(self, clip: dict[str, Any]) -> list[str]:
+        """Events named by other clips' captions and not by this clip's (neutral candidates)."""
+        own = self.profiles.get(clip["clip_id"]) or clip_profile(clip)
+        return self._ranked(own.clip_id, self.events - own.events)
 
 
 def clip_info(clip: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""CLAP commands: `forge score`, `forge filter`, `forge clap-report`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import WarehouseOption, user_errors
+from flows.cli.tasks import TaskId
+from pipeline.storage import Warehouse
+
+
+class Backend(StrEnum):
+    laion = "laion"
+    hf = "hf"
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Policy(StrEnum):
+    task_rule = "task-rule"
+    absolute = "absolute"
+    relative = "relative"
+    percentile = "percentile"
+    topk = "topk"
+
+
+TaskOption = Annotated[TaskId, typer.Option("--task", help="Dataset task id.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score)
+    app.command("filter")(filter_items)
+    app.command("clap-report")(clap_report)
+
+
+@user_errors
+def score(
+    task: TaskOption,
+    backend: Annotated[
+        Backend | None, typer.Option(help="CLAP backend (default: $FORGE_CLAP_BACKEND).")
+    ] = None,
+    checkpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="laion: .pt file; hf: directory or hub id (default: $FORGE_CLAP_CHECKPOINT)."
+        ),
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Crops per forward pass.")] = None,
+    device: Annotated[Device | None, typer.Option(help="auto picks CUDA when present.")] = None,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Score a task's current items with CLAP (raw scores into `clap_scores`)."""
+    from flows.clap import score_flow
+
+    result = score_flow(
+        task=task.value,
+        warehouse=str(Warehouse(warehouse).root),
+        backend=backend.value if backend else None,
+        checkpoint=checkpoint,
+        batch_size=batch_size,
+        device=device.value if device else None,
+    )
+    if result.score is None:
+        typer.echo(f"{task.value}: not scored: {result.message}")
+        return
+    s = result.score
+    typer.echo(
+        f"{task.value} ({s.backend}: {s.checkpoint}): {s.items_scored} items scored, "
+        f"{s.items_unscored} unscored {s.unscored_by_reason or ''}; clips {s.clips_computed} "
+        f"embedded, {s.clips_cached} reused, {s.clips_failed} unusable".rstrip()
+    )
+
+
+@user_errors
+def filter_items(
+    task: TaskOption,
+    policy: Annotated[Policy, typer.Option(help="Filter policy.")] = Policy.task_rule,
+    threshold: Annotated[
+        float | None, typer.Option(help="absolute / task-rule: cosine threshold (default 0.3).")
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option(help="relative: required score minus caption score (0).")
+    ] = None,
+    percentile: Annotated[
+        float | None, typer.Option(help="percentile: drop items below this percentile (20).")
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option("--k", help="topk: keep per clip; animal rule: top-k rank (5).")
+    ] = None,
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Apply a filter policy to stored CLAP scores (decisions appended to `item_filters`)."""
+    from flows.clap import filter_flow
+
+    summary = filter_flow(
+        task=task.value,
+        policy=policy.value,
+        threshold=threshold,
+        margin=margin,
+        percentile=percentile,
+        k=k,
+        warehouse=str(Warehouse(warehouse).root),
+    )
+    typer.echo(
+        f"{summary.task} ({summary.policy} {summary.policy_params}): {summary.kept} kept, "
+        f"{summary.dropped} dropped, {summary.unscored} unscored "
+        f"{summary.unscored_by_reason or ''}".rstrip()
+    )
+
+
+@user_errors
+def clap_report(
+    task: TaskOption,
+    out: Annotated[Path, typer.Option(help="Folder for the Markdown and PNG histograms.")] = Path(
+        "out/clap"
+    ),
+    warehouse: WarehouseOption = None,
+) -> None:
+    """Write CLAP score histograms (PNG) and kept/dropped counts per policy for a task."""
+    from pipeline.clap.report import clap_report as build_report
+
+    markdown = build_report(Warehouse(warehouse), task.value, out)
+    path = out / f"clap_{task.value}.md"
+    path.write_text(markdown, encoding="utf-8")
+    typer.echo(markdown)
+    typer.echo(f"written: {path}")

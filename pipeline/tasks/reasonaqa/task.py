@@ -268,12 +268,15 @@ class ReasonAQATask(Task):
         letters: dict[str, dict[str, int]] = {}
         for row in rows:
             subtasks[row["subtask"]] = subtasks.get(row["subtask"], 0) + 1
-            if row["focus"]:
+            if row["subtask"] in ("mcq", "detail") and row["focus"]:
                 focus[row["focus"]] = focus.get(row["focus"], 0) + 1
             if row["subtask"] == "mcq" and row["answer"]:
                 split_letters = letters.setdefault(row["split"], {})
                 split_letters[row["answer"][0]] = split_letters.get(row["answer"][0], 0) + 1
-        lines = [f"- subtasks: {_counts(subtasks)}", f"- focus: {_counts(focus)}"]
+        lines = [
+            f"- subtasks: {_counts(subtasks)}",
+            f"- focus of mcq + detail items (assigned round-robin): {_counts(focus)}",
+        ]
         lines += [f"- MCQ correct letters, {split}: {_counts(c)}" for split, c in letters.items()]
         return [("ReasonAQA families", "\n".join(lines))]
 

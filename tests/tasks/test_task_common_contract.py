@@ -140,3 +140,25 @@ def test_normalize_text_folds_case_accents_punctuation() -> None:
 )
 def test_each_validator_returns_its_reason(reasons: list[str], expected: list[str]) -> None:
     assert reasons == expected
+
+
+def test_a_full_rerun_removes_only_its_own_stale_split_partitions(tmp_path) -> None:
+    from pipeline.storage import Warehouse
+    from pipeline.tasks.common.generate import ITEMS_TABLE, remove_stale_partitions
+
+    wh = Warehouse(tmp_path / "wh")
+    rows = [_record("x", "train", "A [MASK] barks.").model_dump()]
+    for partition in (
+        "task=t/split=train/version=v1",
+        "task=t/split=dev/version=v1",
+        "task=t/split=dev/version=v0",
+        "task=u/split=dev/version=v1",
+    ):
+        wh.write_partition(ITEMS_TABLE, partition, rows)
+    removed = remove_stale_partitions(wh, "t", "v1", ["task=t/split=train/version=v1"])
+    assert removed == ["task=t/split=dev/version=v1"]
+    assert wh.partitions(ITEMS_TABLE) == [
+        "task=t/split=dev/version=v0",
+        "task=t/split=train/version=v1",
+        "task=u/split=dev/version=v1",
+    ]

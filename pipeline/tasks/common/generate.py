@@ -86,7 +86,29 @@ def generate_task(
     summary = GenerateSummary(task=task.task_id, run_id=run_id, generation_version=version)
     summary.notes = {**ctx.notes, "duplicates": duplicate_counts, **finalize_counts}
     write_records(warehouse, task.task_id, version, records, summary)
+    if splits is None:
+        remove_stale_partitions(warehouse, task.task_id, version, summary.partitions)
     return summary
+
+
+def remove_stale_partitions(
+    warehouse: Warehouse, task_id: str, version: str, written: list[str]
+) -> list[str]:
+    """After a full run, drop this version's partitions of splits that now have no items.
+
+    Only the same generation version is touched: older versions stay (nothing lost), and a
+    partial run (`splits=[...]`) never removes the splits it did not generate.
+    """
+    prefix = f"task={task_id}/split="
+    suffix = f"/version={version}"
+    stale = [
+        p
+        for p in warehouse.partitions(ITEMS_TABLE)
+        if p.startswith(prefix) and p.endswith(suffix) and p not in written
+    ]
+    for partition in stale:
+        warehouse.delete_partition(ITEMS_TABLE, partition)
+    return stale
 
 
 def to_records(

@@ -58,3 +58,12 @@ def test_wiki_pitch_pairs_never_use_overlapping_ranges_and_are_balanced() -> Non
         assert draft.model == "template" and draft.split == "wiki"
     answers = [d.answer for d in drafts]
     assert abs(answers.count("higher") - answers.count("lower")) <= 1
+
+
+def test_record_models_match_their_ddl() -> None:
+    from pipeline.audio.pitch import PitchRecord
+    from pipeline.storage.schema import table
+    from pipeline.tasks.auditorybench.categorize import CategoryRecord
+
+    assert list(PitchRecord.model_fields) == table("clip_pitch").columns
+    assert list(CategoryRecord.model_fields) == table("clip_categories").columns

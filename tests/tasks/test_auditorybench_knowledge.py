@@ -67,3 +67,16 @@ def test_record_models_match_their_ddl() -> None:
 
     assert list(PitchRecord.model_fields) == table("clip_pitch").columns
     assert list(CategoryRecord.model_fields) == table("clip_categories").columns
+
+
+def test_a_broken_knowledge_table_names_file_and_column(tmp_path) -> None:
+    from pipeline.errors import InputFormatError
+    from pipeline.tasks.auditorybench.knowledge import _read
+
+    path = tmp_path / "animals.csv"
+    path.write_text("animal,plural\ndog,dogs\n", encoding="utf-8")
+    with pytest.raises(InputFormatError, match=r"animals.csv.*field 'aliases'"):
+        _read(path, ("animal", "plural", "aliases", "sounds"))
+    path.write_text("animal,plural,aliases,sounds\ndog,dogs\n", encoding="utf-8")
+    with pytest.raises(InputFormatError, match=r"row 1, field 'aliases'"):
+        _read(path, ("animal", "plural", "aliases", "sounds"))

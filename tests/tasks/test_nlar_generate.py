@@ -12,6 +12,7 @@ import pytest
 from pipeline.ingest import ingest_source
 from pipeline.llm import LLMConfig
 from pipeline.llm.scripted_server import DEFAULT_MODEL, ScriptedServer
+from pipeline.samples import SAMPLE_PATHS, sample_audio_root
 from pipeline.storage import Warehouse
 from pipeline.storage.schema import table
 from pipeline.tasks import export_task, generate_task, report_task
@@ -34,10 +35,15 @@ def offline() -> LLMConfig:
     return LLMConfig.from_env(backend="offline")
 
 
-@pytest.fixture
-def generated(sample_warehouse: Warehouse) -> Warehouse:
-    generate_task(sample_warehouse, TASK, offline(), "run-1")
-    return sample_warehouse
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory, sample_audio_dir: Path) -> Warehouse:
+    """The sample Clotho-AQA clips generated once for this module's checks."""
+    wh = Warehouse(tmp_path_factory.mktemp("nlar") / "warehouse")
+    source = "clotho-aqa"
+    audio_root = sample_audio_root(sample_audio_dir, source)
+    ingest_source(wh, source, SAMPLE_PATHS[source], "test-ingest", audio_root)
+    generate_task(wh, TASK, offline(), "run-1")
+    return wh
 
 
 def items(wh: Warehouse, where: str = "TRUE", params: list[Any] | None = None) -> list[dict]:

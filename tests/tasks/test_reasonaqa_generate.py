@@ -12,6 +12,7 @@ import pytest
 from pipeline.ingest import ingest_source
 from pipeline.llm import LLMConfig
 from pipeline.llm.scripted_server import DEFAULT_MODEL, ScriptedServer
+from pipeline.samples import SAMPLE_PATHS, sample_audio_root
 from pipeline.storage import Warehouse
 from pipeline.tasks import export_task, generate_task, report_task
 from pipeline.tasks.common.export import export_rows
@@ -19,6 +20,7 @@ from pipeline.tasks.reasonaqa import rules
 from pipeline.tasks.reasonaqa.export import mellow_item, read_mellow_json
 from pipeline.tasks.reasonaqa.task import (
     ANSWER_NOT_GROUNDED,
+    AUDIO_SPLIT_CONFLICT,
     COPIES_CAPTION,
     DISTRACTOR_IN_CAPTIONS,
     MAJORITY_TIE,
@@ -42,10 +44,14 @@ def offline() -> LLMConfig:
     return LLMConfig.from_env(backend="offline")
 
 
-@pytest.fixture
-def generated(sample_warehouse: Warehouse) -> Warehouse:
-    generate_task(sample_warehouse, TASK, offline(), "run-1")
-    return sample_warehouse
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory, sample_audio_dir: Path) -> Warehouse:
+    """The sample corpora generated once for this module's read-only checks."""
+    wh = Warehouse(tmp_path_factory.mktemp("reasonaqa") / "warehouse")
+    for source, path in SAMPLE_PATHS.items():
+        ingest_source(wh, source, path, "test-ingest", sample_audio_root(sample_audio_dir, source))
+    generate_task(wh, TASK, offline(), "run-1")
+    return wh
 
 
 def items(wh: Warehouse, where: str = "TRUE", params: list[Any] | None = None) -> list[dict]:
@@ -206,6 +212,29 @@ def test_binary_items_use_the_majority_and_record_ties(
     ]
     assert "Is it raining?" in rejects[0]["raw"]
     assert summary.notes["rejects"] == {MAJORITY_TIE: 1, NOT_YES_NO: 1}
+
+
+def test_aqa_audio_in_another_clotho_split_is_refused(warehouse: Warehouse, tmp_path: Path) -> None:
+    """'Wind in trees.wav' is a Clotho validation (dev) file: as Clotho-AQA train it would
+    put the same audio in train and dev."""
+    aqa = write_aqa(
+        tmp_path / "aqa",
+        [
+            *[("Wind in trees.wav", "Is the wind blowing?", "yes")] * 3,
+            *[("other.wav", "Is the wind blowing?", "no")] * 3,
+        ],
+    )
+    ingest_source(warehouse, "clotho", SAMPLE_PATHS["clotho"], "ingest", tmp_path)
+    ingest_source(warehouse, "clotho-aqa", aqa, "ingest", tmp_path)
+    generate_task(warehouse, TASK, offline(), "run-1")
+    binary = items(warehouse, "subtask = 'binary'")
+    assert [r["clip_ids"] for r in binary] == [["clotho-aqa:other.wav"]]
+    rejects = warehouse.rows(
+        "SELECT record_id, detail FROM rejects WHERE stage = 'generate' AND reason = ?",
+        [AUDIO_SPLIT_CONFLICT],
+    )
+    assert [r["record_id"] for r in rejects] == ["clotho-aqa:Wind in trees.wav"]
+    assert "'train' of Clotho-AQA but 'dev' of Clotho" in rejects[0]["detail"]
 
 
 # ---- scripted OpenAI-compatible server --------------------------------------------------

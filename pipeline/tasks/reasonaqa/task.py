@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.tasks.common import validators as v
@@ -83,6 +83,9 @@ NOT_ONE_SENTENCE = "not_one_sentence"  # the one-sentence tier has several sente
 COPIES_CAPTION = "copies_caption"  # a hypothesis is a caption copied verbatim (normalised)
 MAJORITY_TIE = "majority_tie"  # rejects: the annotators' answers have no majority
 NOT_YES_NO = "not_yes_no"  # rejects: the majority answer of an AQA question is not yes/no
+AUDIO_SPLIT_CONFLICT = (
+    "audio_split_conflict"  # rejects: AQA clip's audio is in another Clotho split
+)
 
 _SENTENCE_END_RE = re.compile(r"[.!?](?:\s+|$)")
 _CONTENT_WORD_RE = re.compile(r"[a-z]{4,}")
@@ -133,7 +136,11 @@ class ReasonAQATask(Task):
             for clip in ctx.clips("source = 'clotho-aqa'")
             if ctx.wants(ctx.splits.clip_split(clip["clip_id"]))
         ]
-        drafts += binary_items(ctx, aqa, rejects)
+        clotho_splits = {
+            PurePosixPath(clip["audio_path"]).name: ctx.splits.clip_split(clip["clip_id"])
+            for clip in ctx.clips("source = 'clotho'")
+        }
+        drafts += binary_items(ctx, aqa, rejects, clotho_splits)
         rejects.write(ctx.warehouse, ctx.run_id)
         ctx.notes["rejects"] = rejects.counts()
         return drafts
@@ -639,13 +646,33 @@ def entailment_drafts(clip: dict[str, Any], split: str, result: LLMResult) -> li
 
 
 def binary_items(
-    ctx: TaskContext, clips: list[dict[str, Any]], rejects: RejectLog
+    ctx: TaskContext,
+    clips: list[dict[str, Any]],
+    rejects: RejectLog,
+    clotho_splits: dict[str, str] | None = None,
 ) -> list[ItemDraft]:
-    """Clotho-AQA yes/no questions with the annotators' majority answer."""
+    """Clotho-AQA yes/no questions with the annotators' majority answer.
+
+    Clotho-AQA audio files are Clotho files, but its splits are its own: a file that
+    the ingested Clotho corpus puts in another split would carry the same audio into two
+    splits of this dataset, so its questions are refused (`audio_split_conflict`).
+    """
     drafts = []
     for clip in clips:
         split = ctx.splits.clip_split(clip["clip_id"])
         rejects.touch(split)
+        file_name = PurePosixPath(clip["audio_path"]).name
+        other = (clotho_splits or {}).get(file_name)
+        if other is not None and other != split:
+            rejects.add(
+                clip,
+                AUDIO_SPLIT_CONFLICT,
+                f"{file_name} is in split '{split}' of Clotho-AQA but '{other}' of Clotho",
+                file_name,
+                split,
+                field="file_name",
+            )
+            continue
         for voted in vote_questions(clip["qa"] or []):
             raw = f"{voted.question} -> {list(voted.answers)}"
             if voted.is_tie:

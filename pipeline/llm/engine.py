@@ -178,8 +178,8 @@ class CallRecorder:
 
 def load_cached_ok(warehouse: Warehouse, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Latest `ok` row of `llm_calls` for each of `keys` that has one."""
-    if not keys:
-        return {}
+    if not keys or not warehouse.partitions("llm_calls"):
+        return {}  # nothing recorded yet: skip building a DuckDB connection
     rows = warehouse.rows(
         "SELECT call_key, model, backend, raw_output, parsed, attempts FROM llm_calls "
         "WHERE status = 'ok' AND call_key IN (SELECT unnest(?::VARCHAR[])) "
@@ -203,6 +203,7 @@ class GenerationEngine:
         self.failures: Counter[str] = Counter()  # failed calls in this engine's run, by status
         self.last_summary: EngineRunSummary | None = None
         self._stop_sending = False
+        self._endpoint = config.endpoint  # computed once: it is written into every row
 
     # ---- preparation -------------------------------------------------------------------
 
@@ -359,16 +360,14 @@ class GenerationEngine:
         if self.config.output_mode != "auto":
             return self.config.output_mode
         with _OUTPUT_MODE_LOCK:
-            return _OUTPUT_MODE_BY_ENDPOINT.get(
-                (self.config.endpoint, self.config.model), "json_schema"
-            )
+            return _OUTPUT_MODE_BY_ENDPOINT.get((self._endpoint, self.config.model), "json_schema")
 
     def _fall_back_to_json_object(self) -> None:
         with _OUTPUT_MODE_LOCK:
-            _OUTPUT_MODE_BY_ENDPOINT[(self.config.endpoint, self.config.model)] = "json_object"
+            _OUTPUT_MODE_BY_ENDPOINT[(self._endpoint, self.config.model)] = "json_object"
         logger.warning(
             "%s rejected response_format json_schema; using json_object + parsing",
-            self.config.endpoint,
+            self._endpoint,
         )
 
     async def _call(self, client: Any, item: _Prepared) -> dict[str, Any]:
@@ -461,7 +460,7 @@ class GenerationEngine:
             "prompt_version": item.template.version,
             "model": self.config.model,
             "backend": self.config.backend,
-            "endpoint": self.config.endpoint,
+            "endpoint": self._endpoint,
             "origin": origin,
             "params": json.dumps(item.params, sort_keys=True),
             "seed": item.seed,

@@ -85,13 +85,19 @@ _TRUNCATION_MARK = "…"
 _KEEP_CONTROL = {"\n", "\t"}
 
 
+_ASCII_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _clean_string(text: str, limits: SanitizeLimits) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = "".join(
-        ch
-        for ch in text
-        if ch in _KEEP_CONTROL or unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
-    )
+    if text.isascii():  # fast path: the only unwanted ASCII characters are C0 and DEL
+        text = _ASCII_CONTROL_RE.sub("", text)
+    else:
+        text = "".join(
+            ch
+            for ch in text
+            if ch in _KEEP_CONTROL or unicodedata.category(ch) not in ("Cc", "Cf", "Cs")
+        )
     if len(text) > limits.max_string_chars:
         text = text[: limits.max_string_chars - len(_TRUNCATION_MARK)] + _TRUNCATION_MARK
     return text

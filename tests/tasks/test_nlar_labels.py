@@ -201,3 +201,50 @@ def test_offline_rules_describe_known_events_and_answer_with_the_labels() -> Non
     )
     assert [(q["slot"], q["answer"]) for q in reply["qa"]] == [(0, "first"), (1, "2")]
     assert all("dog barking" in q["question"] for q in reply["qa"])
+
+
+def test_qa_prompt_renders_exactly() -> None:
+    from pipeline.llm import PromptLibrary
+
+    template = PromptLibrary.load().get("nlar/qa")
+    dog = {
+        "event": "dog barking",
+        "summary": "present, 2 times, at the end",
+        "description": "Sharp barks.",
+    }
+    text = template.render(
+        {
+            "events1": [dog],
+            "events2": [{"event": "dog barking", "summary": "absent", "description": ""}],
+            "slots": [
+                {
+                    "slot": 0,
+                    "kind_hint": labels.KIND_HINTS["which_contains"],
+                    "event": "dog barking",
+                    "answer_set": ", ".join(labels.ANSWER_SETS["which_contains"]),
+                }
+            ],
+        }
+    )
+    assert text == (
+        "What annotators heard in the first recording:\n"
+        "- dog barking: present, 2 times, at the end (sounds like: Sharp barks.)\n"
+        "\n"
+        "What annotators heard in the second recording:\n"
+        "- dog barking: absent\n"
+        "\n"
+        "Write one natural question for each slot below. Each question must need both "
+        "recordings, must name\n"
+        "its sound event (you may describe it by how it sounds), and must not depend on which "
+        "recording is\n"
+        'played first: do not write "in the first recording ..."; "which recording ..." is '
+        "fine.\n"
+        'Give the slot\'s answer from its closed answer set; answer "unclear" when the notes '
+        "above do not\n"
+        "settle it.\n"
+        '0. Ask which of the two recordings contains the event. Event: "dog barking". '
+        "Answer set: first, second, both, neither, unclear.\n"
+        'If the notes are unusable, reply {"decline": true, "qa": []}.\n'
+        'Reply with JSON: {"decline": false, "qa": [{"slot": 0, "question": "...?", '
+        '"answer": "..."}, ...]}'
+    )

@@ -227,3 +227,39 @@ def test_entailment_validator_rejects_a_copied_caption() -> None:
     assert [d.reasons for d in drafts] == [[COPIES_CAPTION], []]
     assert [d.answer for d in drafts] == ["entailment", "contradiction"]
     assert drafts[1].input.endswith("Statement: No dog can be heard at all.")
+
+
+def test_mcq_prompt_renders_exactly() -> None:
+    from pipeline.llm import PromptLibrary
+
+    template = PromptLibrary.load().get("reasonaqa/mcq")
+    text = template.render(
+        {
+            "captions": ["A dog barks.", "Birds {{ sing }}."],
+            "focus": "events",
+            "focus_hint": "which sound events happen",
+            "distractor_pool": ["rain falling"],
+        }
+    )
+    assert text == (
+        "Captions of one audio clip, written by different listeners:\n"
+        "- A dog barks.\n"
+        "- Birds {{ sing }}.\n"
+        "\n"
+        'Write one multiple-choice question about this clip whose focus is "events" '
+        "(which sound events happen).\n"
+        "Give the correct answer as a short phrase (at most 8 words) that the captions "
+        "support, and exactly\n"
+        "three distractors: plausible answers of the same kind that the captions contradict "
+        "or never support.\n"
+        "Prefer distractors from this list of things heard in other clips (none of them is "
+        "in these captions):\n"
+        "- rain falling\n"
+        "\n"
+        "Do not put option letters in the question or the answers; the options are lettered "
+        "later.\n"
+        "If the captions give no basis for a question with this focus, reply "
+        '{"decline": true, "question": "", "correct": "", "distractors": []}.\n'
+        'Reply with JSON: {"decline": false, "question": "...", "correct": "...", '
+        '"distractors": ["...", "...", "..."]}'
+    )

@@ -94,8 +94,12 @@ def prompts_render(
             variables[key] = json.loads(value)
         except json.JSONDecodeError:
             variables[key] = value
+    try:
+        messages = template.render_messages(variables)
+    except ForgeError as exc:
+        raise ForgeError(f"{exc} (task-specific variables: --var NAME=VALUE)") from None
     typer.echo(f"# {template.name}  version {template.version}  ({template.path})")
-    for message in template.render_messages(variables):
+    for message in messages:
         typer.echo(f"--- {message['role']} ---")
         typer.echo(message["content"])
 

@@ -374,3 +374,12 @@ def test_unknown_prompt_or_missing_variable_fails_before_sending(warehouse: Ware
 
 def test_record_model_matches_the_ddl() -> None:
     assert list(LLMCallRecord.model_fields) == table("llm_calls").columns
+
+
+def test_scripted_server_lists_models_for_the_openai_client() -> None:
+    import openai
+
+    with ScriptedServer(models=["qwen2-72b", "tiny"]) as server:
+        client = openai.OpenAI(api_key="not-needed", base_url=server.base_url, max_retries=0)
+        assert [m.id for m in client.models.list()] == ["qwen2-72b", "tiny"]
+        client.close()

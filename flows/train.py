@@ -1,8 +1,8 @@
 """The `train` flow: AudioBERT on the warehouse's current AuditoryBench items.
 
 Thin wiring over `pipeline.training.train_audiobert`; `build` triggers it (as the
-`train/default` deployment when the server has one, else as a subflow). A retry of the
-same flow run keeps its run id and resumes from the run's last checkpoint.
+`train/default` deployment when the server has one, else as a subflow). The model's run id
+is the flow run id; pass `run_id` of an interrupted run to resume from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -23,17 +23,21 @@ def resolve_train_config(config: str | None, samples: bool) -> TrainConfig:
     return TrainConfig.for_samples() if samples else TrainConfig()
 
 
-@flow(name="train", retries=1)
+@flow(name="train")
 def train_flow(
     warehouse: str | None = None,
     config: str | None = None,
     samples: bool = False,
     dataset_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> TrainSummary:
     """Train span detector + AudioBERT, evaluate against the text-only baseline, save."""
     wh = Warehouse(warehouse)
     summary = train_audiobert(
-        wh, resolve_train_config(config, samples), current_run_id(), dataset_run_id=dataset_run_id
+        wh,
+        resolve_train_config(config, samples),
+        run_id or current_run_id(),
+        dataset_run_id=dataset_run_id,
     )
     for line in summary.lines():
         get_run_logger().info(line)

@@ -49,6 +49,12 @@ def audiobert(
             help="The small offline sample-run config (tiny random CLAP: no audio knowledge).",
         ),
     ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", help="Run id of an interrupted training run to continue (same config)."
+        ),
+    ] = None,
     warehouse: WarehouseOption = None,
 ) -> None:
     """Train span detector + AudioBERT (the `train` flow); prints test accuracy vs baselines."""
@@ -59,6 +65,7 @@ def audiobert(
         warehouse=str(Warehouse(warehouse).root),
         config=str(config.resolve()) if config else None,
         samples=samples,
+        run_id=resume,
     )
     for line in summary.lines():
         typer.echo(line)

@@ -139,6 +139,8 @@ class TrainConfig(BaseModel):
             "lr": 1e-3,
             "lora": {"r": 8, "alpha": 16, "dropout": 0.01},
             "span_detector": {"epochs": 2, "batch_size": 8, "lr": 5e-5},
+            # The wiki splits hold ~1,900 template items: a slice keeps the CPU run short.
+            "max_items_per_split": 200,
             "progress": False,
         }
         base.update(overrides)

@@ -15,7 +15,7 @@ from pipeline.ingest import ingest_source
 from pipeline.samples import SAMPLE_PATHS, sample_audio_root
 from pipeline.storage import Warehouse
 from pipeline.storage.warehouse import utc_now
-from pipeline.training import TrainConfig, evaluate_csv, predict, train_audiobert
+from pipeline.training import evaluate_csv, predict
 from pipeline.training.artifacts import load_saved_model
 from pipeline.training.data import Example, encode_examples
 from pipeline.training.evaluation import predict_masks
@@ -74,9 +74,29 @@ def item_rows(clip_ids: list[str]) -> list[dict]:
     return rows
 
 
+TINY_CONFIG = """
+clap: {mode: tiny-random}
+epochs: 2
+batch_size: 4
+lr: 1.0e-3
+lora: {r: 4, alpha: 8}
+span_detector: {epochs: 1, batch_size: 8, lr: 1.0e-3}
+progress: false
+"""
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, sample_audio_dir: Path, tiny_backbone: Path):
-    wh = Warehouse(tmp_path_factory.mktemp("train_wh") / "warehouse")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory,
+    sample_audio_dir: Path,
+    tiny_backbone: Path,
+    prefect_harness: None,
+):
+    """Trained once through the Prefect `train` flow, from a YAML config file."""
+    from flows.train import train_flow
+
+    root = tmp_path_factory.mktemp("train_wh")
+    wh = Warehouse(root / "warehouse")
     for source, path in SAMPLE_PATHS.items():
         ingest_source(wh, source, path, "test-ingest", sample_audio_root(sample_audio_dir, source))
     clip_ids = [
@@ -88,19 +108,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory, sample_audio_dir: Path, ti
         for split in ("train", "dev", "test"):
             part = [r for r in rows if r["task"] == task and r["split"] == split]
             wh.write_partition("item_records", f"task={task}/split={split}/version=g1", part)
-    config = TrainConfig.from_mapping(
-        {
-            "backbone": str(tiny_backbone),
-            "clap": {"mode": "tiny-random"},
-            "epochs": 2,
-            "batch_size": 4,
-            "lr": 1e-3,
-            "lora": {"r": 4, "alpha": 8},
-            "span_detector": {"epochs": 1, "batch_size": 8, "lr": 1e-3},
-            "progress": False,
-        }
+    config = root / "tiny.yaml"
+    config.write_text(f"backbone: {tiny_backbone}\n{TINY_CONFIG}")
+    summary = train_flow(
+        warehouse=str(wh.root), config=str(config), dataset_run_id="build-7", run_id="run-tiny-1"
     )
-    summary = train_audiobert(wh, config, "run-tiny-1", dataset_run_id="build-7")
     return wh, summary
 
 

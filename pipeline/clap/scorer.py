@@ -17,6 +17,7 @@ import contextlib
 import importlib.util
 import re
 import sys
+import threading
 import types
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -252,15 +253,18 @@ class LaionClapScorer(ClapScorer):
 # ---- loading --------------------------------------------------------------------------
 
 _SCORERS: dict[str, ClapScorer] = {}
+_SCORERS_LOCK = threading.Lock()
 
 
 def load_scorer(config: ClapConfig) -> ClapScorer:
-    """The scorer for `config`, loaded once per process."""
+    """The scorer for `config`, loaded once per process (thread-safe: stages run tasks in
+    threads, and two concurrent loads would hold two copies of the model)."""
     key = config.model_dump_json()
-    if key not in _SCORERS:
-        loader = _load_laion if config.backend == "laion" else _load_hf
-        _SCORERS[key] = loader(config)
-    return _SCORERS[key]
+    with _SCORERS_LOCK:
+        if key not in _SCORERS:
+            loader = _load_laion if config.backend == "laion" else _load_hf
+            _SCORERS[key] = loader(config)
+        return _SCORERS[key]
 
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")

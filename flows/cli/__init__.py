@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from flows.cli import core, llm, train
+from flows.cli import clap, core, llm, orchestration, tasks, train
 
 app = typer.Typer(
     name="forge",
@@ -17,7 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (core, llm, train):
+for module in (core, llm, tasks, clap, train, orchestration):
     module.register(app)
 
 

@@ -211,7 +211,10 @@ def _pitch_rule(s: ItemScores, policy: FilterPolicy) -> Decision:
 def _mcq_rule(s: ItemScores, policy: FilterPolicy) -> Decision:
     options = {r: v for r, v in s.scores.items() if r.startswith("option_")}
     if not options:
-        return "unscored", s.reasons.get("none", "no CLAP rule for this reasonaqa subtask")
+        return "unscored", s.reasons.get("none") or (
+            f"no CLAP task rule for reasonaqa subtask {s.item.get('subtask')!r} (the rule "
+            "checks MCQ; use the absolute or relative policy for its scores)"
+        )
     correct = f"option_{option_letter(s.item.get('answer') or '')}"
     if correct not in options:
         return "unscored", "the answer is not one of the options"

@@ -221,7 +221,7 @@ def test_task_rules(warehouse: Warehouse) -> None:
         [
             item("m1", task, ["c1"], subtask="mcq", options=options, answer="b) birds"),
             item("m2", task, ["c1"], subtask="mcq", options=options, answer="c) a car"),
-            item("m3", task, ["c1"], subtask="binary", answer="yes"),
+            item("m3", task, ["c1"], subtask="detail", answer="birds sing"),
         ],
     )
     option_scores = [0.1, 0.4, 0.3, 0.2]
@@ -231,12 +231,13 @@ def test_task_rules(warehouse: Warehouse) -> None:
             (mcq, f"option_{x}{'*' if x == correct else ''}", "c1", s)
             for x, s in zip("abcd", option_scores, strict=True)
         ]
+    rows.append(("m3", "answer*", "c1", 0.5))
     write_scores(warehouse, task, rows)
     filter_task(warehouse, task, make_policy("task-rule"), "t3")
     got = decisions(warehouse, task)
     assert got["m1"][0] == "kept"
     assert got["m2"] == ("dropped", "correct option_c 0.300 <= distractor option_b 0.400")
-    assert got["m3"][0] == "unscored"
+    assert got["m3"][0] == "unscored" and "subtask 'detail'" in got["m3"][1]
 
     # nlar: presence claims must agree with CLAP at the threshold.
     task = "nlar"

@@ -25,7 +25,9 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def accuracy_table(evaluation: dict[str, Any], tasks: list[str]) -> list[str]:
+def accuracy_table(
+    evaluation: dict[str, Any], tasks: list[str], published: bool = True
+) -> list[str]:
     lines = ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     variants = [v for v in VARIANT_LABELS if any(v in evaluation.get(t, {}) for t in tasks)]
     for variant in variants:
@@ -36,10 +38,18 @@ def accuracy_table(evaluation: dict[str, Any], tasks: list[str]) -> list[str]:
                 "—" if result is None else f"{result['accuracy']:.2f} (n={int(result['n'])})"
             )
         lines.append(f"| {VARIANT_LABELS[variant]} | " + " | ".join(cells) + " |")
-    for name, scores in PUBLISHED.items():
+    gains = []
+    for task in tasks:
+        result = evaluation.get(task, {})
+        if "audiobert" in result and "text_only" in result:
+            gain = result["audiobert"]["accuracy"] - result["text_only"]["accuracy"]
+            gains.append(f"{task} {gain:+.2f}")
+    for name, scores in PUBLISHED.items() if published else ():
         lines.append(
             f"| published: {name} | " + " | ".join(_pct(scores.get(t)) for t in tasks) + " |"
         )
+    if gains:
+        lines += ["", "Gain from audio (AudioBERT − text-only, points): " + ", ".join(gains) + "."]
     return lines
 
 
@@ -103,7 +113,7 @@ def model_card(metrics: dict[str, Any], config: TrainConfig) -> str:
             lines += [
                 "",
                 f"## Accuracy (%) on our {split} split",
-                *accuracy_table(evaluation[split], tasks),
+                *accuracy_table(evaluation[split], tasks, published=split == "test"),
             ]
     lines += [
         "",

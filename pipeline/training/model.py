@@ -50,7 +50,10 @@ def wrap_with_lora(model: PreTrainedModel, settings: LoraSettings) -> PeftModel:
         target_modules=list(settings.target_modules),
         bias="none",
     )
-    return get_peft_model(model, config)
+    from pipeline.training.backbone import quiet_transformers
+
+    with quiet_transformers():
+        return get_peft_model(model, config)
 
 
 class AudioBert(nn.Module):

@@ -172,7 +172,9 @@ def train_audiobert(
     # ---- AudioBERT ------------------------------------------------------------------------
     model, head_added, _ = build_audiobert(config, index.audio_dim)
     train_plans = [p for p in gold_plans(_flatten(encoded, "train"), index, skipped) if p.positions]
-    skipped["train_items_without_audio"] += len(_flatten(encoded, "train")) - len(train_plans)
+    without_audio = len(_flatten(encoded, "train")) - len(train_plans)
+    if without_audio:
+        skipped["train_items_without_audio"] += without_audio
     dev_plans = {
         task: gold_plans(values, index)
         for (task, split), values in encoded.items()
@@ -217,7 +219,7 @@ def train_audiobert(
 
     # ---- evaluation -----------------------------------------------------------------------
     evaluation: dict[str, dict[str, Any]] = {}
-    for split in ("test", "wiki", "dev"):
+    for split in ("test", "wiki"):
         for task in config.tasks:
             values = encoded.get((task, split), [])
             if not values:

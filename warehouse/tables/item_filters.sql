@@ -1,7 +1,7 @@
 -- item_filters: CLAP filter decisions, one row per (item, policy run). Append-only; the
 -- latest decision per item is what `items.filter_status` shows. Scores themselves live in
 -- clap_scores, so a new policy re-filters without recomputing embeddings.
--- Partitions: data/item_filters/task=<task>/policy=<policy name>.parquet
+-- Partitions: data/item_filters/task=<task>/policy=<policy name>/run=<run_id>.parquet (each run appends)
 CREATE TABLE item_filters (
     item_id        VARCHAR NOT NULL,
     task           VARCHAR NOT NULL,

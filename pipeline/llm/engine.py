@@ -52,6 +52,7 @@ logger = logging.getLogger("pipeline.llm")
 
 T = TypeVar("T")
 CALL_KEY_HEX_CHARS = 32
+CONNECTIONS_PER_CLIENT = 4  # HTTP connections per pooled client shard (see _run_http)
 _RETRYABLE_STATUS = {408, 409, 429}
 # Which structured-output mode each (endpoint, model) accepted; shared by engines in a
 # process so a server that rejected json_schema once is not asked again.
@@ -303,19 +304,33 @@ class GenerationEngine:
         import openai
 
         config = self.config
-        client = openai.AsyncOpenAI(
-            api_key=config.api_key_from_env(),
-            base_url=config.base_url,
-            timeout=config.timeout_s,
-            max_retries=0,
-            http_client=httpx.AsyncClient(
+        # httpcore's pool does work proportional to its number of connections on every
+        # request (it checks each idle connection), so one pool of 64 connections costs
+        # ~10 ms CPU per request. Several small pools ("shards") behind one semaphore cut
+        # that several-fold (see bench/llm.py); a free-slot queue picks a shard that has
+        # a connection to spare.
+        shards = -(-config.concurrency // CONNECTIONS_PER_CLIENT)
+        per_shard = -(-config.concurrency // shards)
+        api_key = config.api_key_from_env()
+        clients = [
+            openai.AsyncOpenAI(
+                api_key=api_key,
+                base_url=config.base_url,
                 timeout=config.timeout_s,
-                limits=httpx.Limits(
-                    max_connections=config.concurrency,
-                    max_keepalive_connections=config.concurrency,
+                max_retries=0,
+                http_client=httpx.AsyncClient(
+                    timeout=config.timeout_s,
+                    limits=httpx.Limits(
+                        max_connections=per_shard, max_keepalive_connections=per_shard
+                    ),
                 ),
-            ),
-        )
+            )
+            for _ in range(shards)
+        ]
+        del api_key
+        free_slots: asyncio.Queue[int] = asyncio.Queue()
+        for slot in range(config.concurrency):
+            free_slots.put_nowait(slot % shards)
         semaphore = asyncio.Semaphore(config.concurrency)
         flushes: set[asyncio.Future[int]] = set()
         loop = asyncio.get_running_loop()
@@ -335,7 +350,13 @@ class GenerationEngine:
             async with semaphore:
                 if self._stop_sending:
                     return
-                row = await self._call(client, item)
+                # Never empty: the semaphore admits at most `concurrency` holders and
+                # the queue holds `concurrency` slots.
+                shard = free_slots.get_nowait()
+                try:
+                    row = await self._call(clients[shard], item)
+                finally:
+                    free_slots.put_nowait(shard)
             outcomes[item.key] = row
             self.recorder.add(row)
             if row["status"] != "ok":
@@ -354,7 +375,8 @@ class GenerationEngine:
                 await tick
             if flushes:
                 await asyncio.gather(*list(flushes), return_exceptions=True)
-            await client.close()
+            for client in clients:
+                await client.close()
 
     def _output_mode(self) -> str:
         if self.config.output_mode != "auto":

@@ -20,6 +20,7 @@ export reads.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,12 +123,10 @@ class ReasonAQATask(Task):
 
     def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
         rejects = RejectLog(TASK_ID)
-        clips = [
-            clip
-            for clip in ctx.clips("source IN ('audiocaps', 'clotho') AND len(captions) > 0")
-            if ctx.wants(ctx.splits.clip_split(clip["clip_id"]))
-        ]
+        # Distractor and neutral candidates come from every caption clip, whatever split:
+        # they are text only, never audio, so they cannot leak a clip into another split.
         all_caption_clips = ctx.clips("source IN ('audiocaps', 'clotho') AND len(captions) > 0")
+        clips = [c for c in all_caption_clips if ctx.wants(ctx.splits.clip_split(c["clip_id"]))]
         drafts: list[ItemDraft] = []
         drafts += self._single_clip_items(ctx, clips, all_caption_clips)
         drafts += self._difference_items(ctx, clips)
@@ -293,8 +292,6 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _dump(facts: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(facts, sort_keys=True)
 
 
@@ -470,10 +467,6 @@ def lay_out_mcq(
     return f"{question} {' '.join(options)}", options, options[correct_index]
 
 
-def mentions_any(text: str, captions: Sequence[str]) -> bool:
-    return rules.mentioned_in_captions(text, list(captions))
-
-
 def mcq_draft(clip: dict[str, Any], split: str, focus: str, result: LLMResult) -> ItemDraft:
     captions = list(clip["captions"])
     draft = ItemDraft(
@@ -495,7 +488,7 @@ def mcq_draft(clip: dict[str, Any], split: str, focus: str, result: LLMResult) -
     reasons = v.check_nonempty(question, correct)
     if len(distractors) != 3 or len({normalize_text(t) for t in [correct, *distractors]}) != 4:
         reasons.append(v.OPTION_COUNT)
-    if any(mentions_any(d, captions) for d in distractors):
+    if any(rules.mentioned_in_captions(d, captions) for d in distractors):
         reasons.append(DISTRACTOR_IN_CAPTIONS)
     if question:
         reasons += v.check_length(question, 3, 40) + v.check_language(question)

@@ -6,7 +6,7 @@
   sampling params, seed). Keys with an `ok` row in `llm_calls` are answered from the
   warehouse without a request; failed rows are kept but retried.
 - Calls: `AsyncOpenAI` (its own retries off) under an `asyncio.Semaphore` of
-  `config.concurrency`; we retry 408/409/429/5xx, timeouts and connection errors with
+  `config.concurrency`, spread over several small connection pools; we retry 408/409/429/5xx, timeouts and connection errors with
   exponential backoff and jitter, honouring `Retry-After` / `retry-after-ms`.
 - Output: `response_format=json_schema`; if the server rejects that with a 400, the engine
   switches that endpoint to `json_object` (remembered for the process) and parses.

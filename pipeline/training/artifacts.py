@@ -36,6 +36,7 @@ from pipeline.training.backbone import (
     resolve_backbone,
 )
 from pipeline.training.config import ClapChoice, TrainConfig
+from pipeline.training.loop import pick_device
 from pipeline.training.model import AudioBert, wrap_with_lora
 
 MODELS_DIR = "models"
@@ -87,6 +88,7 @@ class SavedModel:
     tokenizer: PreTrainedTokenizerBase
     model: AudioBert
     detector: PreTrainedModel
+    device: torch.device
 
 
 def save_model_files(
@@ -151,10 +153,10 @@ def load_saved_model(directory: Path | str, device: torch.device | None = None) 
         detector = AutoModelForTokenClassification.from_pretrained(directory / "span_detector")
     model = AudioBert(lm, int(meta["audio_dim"]), train_head=head_added)
     load_injection_state(model, load_file(directory / "injection.safetensors"))
-    device = device or torch.device("cpu")
+    device = device or pick_device(config.device)
     model.to(device).eval()
     detector.to(device).eval()
-    return SavedModel(directory, config, meta, tokenizer, model, detector)
+    return SavedModel(directory, config, meta, tokenizer, model, detector, device)
 
 
 def latest_model_dir(warehouse_root: Path) -> Path:

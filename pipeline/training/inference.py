@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import ForgeError, MissingArtifactError
@@ -130,7 +129,7 @@ def evaluate_csv(
         examples = examples[:max_rows]
     if task not in saved.config.tasks:
         raise ForgeError(f"{csv_path}: the model was not trained on {task}")
-    tokenizer, device = saved.tokenizer, torch.device("cpu")
+    tokenizer, device = saved.tokenizer, saved.device
     encoded = encode_examples(tokenizer, examples, saved.config.max_length, skipped)
     pad_id = tokenizer.pad_token_id
     labels = predict_token_labels(saved.detector, encoded, pad_id, device, batch_size)
@@ -184,7 +183,7 @@ def predict(
     encoded = encode_examples(tokenizer, [example], saved.config.max_length, expand_masks=False)
     if not encoded:
         raise ForgeError(f"the sentence's {MASK} does not fit in {saved.config.max_length} tokens")
-    device = torch.device("cpu")
+    device = saved.device
     labels = predict_token_labels(saved.detector, encoded, tokenizer.pad_token_id, device)
     plan = pipeline_plans(encoded, labels, index, scorer)[0]
     with_audio = predict_masks(saved.model, [plan], tokenizer, device, inject=True)[0]

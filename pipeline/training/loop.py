@@ -23,6 +23,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from pipeline.errors import ForgeError
+
 LAST = "last.pt"
 BEST = "best.pt"
 
@@ -114,6 +116,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def pick_device(choice: str) -> torch.device:
+    """`auto`: CUDA when torch sees a GPU, else CPU; `cuda` without a GPU is an error."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ForgeError("device 'cuda' requested but torch sees no GPU")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -198,6 +209,7 @@ def fit(
             epoch_start = time.perf_counter()
             first_step = start_step if epoch == start_epoch else 0
             epoch_loss, epoch_samples = resumed_partial if epoch == start_epoch else (0.0, 0)
+            timed_samples = 0  # samples trained in this process (throughput after a resume)
             for step in range(first_step, per_epoch):
                 step_indices = order[step * per_step : (step + 1) * per_step]
                 optimizer.zero_grad(set_to_none=True)
@@ -223,12 +235,13 @@ def fit(
                 result.samples += len(step_indices)
                 epoch_loss += step_loss
                 epoch_samples += len(step_indices)
+                timed_samples += len(step_indices)
                 elapsed = time.perf_counter() - epoch_start
                 bar.update(1)
                 bar.set_postfix(
                     epoch=epoch + 1,
                     loss=f"{step_loss / len(step_indices):.4f}",
-                    samples_s=f"{epoch_samples / max(elapsed, 1e-9):.1f}",
+                    samples_s=f"{timed_samples / max(elapsed, 1e-9):.1f}",
                 )
                 if (
                     settings.checkpoint_every_steps
@@ -246,7 +259,7 @@ def fit(
                     "train_loss": epoch_loss / max(epoch_samples, 1),
                     "dev_score": score,
                     "lr": scheduler.get_last_lr()[0],
-                    "samples_per_s": epoch_samples / max(elapsed, 1e-9),
+                    "samples_per_s": timed_samples / max(elapsed, 1e-9),
                 }
             )
             if score is not None and (result.best_score is None or score > result.best_score):

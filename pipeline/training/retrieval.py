@@ -70,7 +70,10 @@ class RetrievalIndex:
             )
         scores = _normalise(queries) @ self.embeddings.T
         k = min(k, scores.shape[1])
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        # argpartition finds the k best in linear time; only those k are then sorted.
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
         return top, np.take_along_axis(scores, top, axis=1)
 
     def retrieve(

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import AutoModelForTokenClassification
 
 from pipeline.errors import ForgeError
@@ -48,7 +47,7 @@ from pipeline.training.data import (
 )
 from pipeline.training.evaluation import accuracy, evaluate_variants, predict_masks
 from pipeline.training.inputs import Prepared, gold_plans, make_batch, pipeline_plans
-from pipeline.training.loop import LoopSettings, fit, seed_everything
+from pipeline.training.loop import LoopSettings, fit, pick_device, seed_everything
 from pipeline.training.records import ModelRecord, TrainSummary
 from pipeline.training.retrieval import build_index, retrieval_recall
 from pipeline.training.span_detector import (
@@ -58,14 +57,6 @@ from pipeline.training.span_detector import (
 )
 
 RANDOM_CLAP_NOTE = "audio embeddings from a randomly initialised CLAP: no real audio knowledge"
-
-
-def pick_device(choice: str) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ForgeError("device 'cuda' requested but torch sees no GPU")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _check_work_dir(work: Path, config: TrainConfig) -> bool:

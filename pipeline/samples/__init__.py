@@ -21,6 +21,6 @@ SAMPLE_PATHS: dict[str, Path] = {
 }
 
 
-def sample_audio_root(audio_dir: Path, source: str) -> Path:
+def sample_audio_root(audio_dir: Path | str, source: str) -> Path:
     """Where the synthetic audio of one sample source is written under `audio_dir`."""
-    return audio_dir / source
+    return Path(audio_dir) / source

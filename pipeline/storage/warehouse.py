@@ -13,11 +13,13 @@ write completed, so a killed write leaves the previous version readable.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -203,11 +205,11 @@ class Warehouse:
 
         Library code reads through this rather than the catalog file, so pipeline
         stages never contend for the catalog's file lock (a user may have it open).
+        The views are defined once per process and data folder; each call returns a
+        cursor of that connection, which is safe to use from its own thread.
         """
         self.ensure_catalog()
-        con = duckdb.connect()
-        _define_views(con, self.data_dir)
-        return con
+        return _view_connection(self.data_dir, schemas.catalog_fingerprint()).cursor()
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         with self.connect() as con:
@@ -300,6 +302,31 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+_VIEW_CONNECTIONS: dict[tuple[int, str, str], duckdb.DuckDBPyConnection] = {}
+_VIEW_CONNECTIONS_LOCK = threading.Lock()
+
+
+@atexit.register
+def _close_view_connections() -> None:
+    with _VIEW_CONNECTIONS_LOCK:
+        for con in _VIEW_CONNECTIONS.values():
+            with contextlib.suppress(Exception):
+                con.close()
+        _VIEW_CONNECTIONS.clear()
+
+
+def _view_connection(data_dir: Path, fingerprint: str) -> duckdb.DuckDBPyConnection:
+    # Keyed by pid too: a connection must not cross a fork (Dask/multiprocessing workers).
+    key = (os.getpid(), str(data_dir), fingerprint)
+    with _VIEW_CONNECTIONS_LOCK:
+        con = _VIEW_CONNECTIONS.get(key)
+        if con is None:
+            con = duckdb.connect()
+            _define_views(con, data_dir)
+            _VIEW_CONNECTIONS[key] = con
+        return con
 
 
 def _define_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> None:

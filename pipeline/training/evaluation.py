@@ -23,7 +23,7 @@ from pipeline.training.model import AudioBert
 
 
 @dataclass
-class Prediction:
+class MaskPrediction:
     item_id: str
     task: str
     answer: str
@@ -46,10 +46,10 @@ def predict_masks(
     device: torch.device,
     inject: bool = True,
     batch_size: int = 64,
-) -> list[Prediction]:
+) -> list[MaskPrediction]:
     model.eval()
     pitch_ids = None
-    out: list[Prediction] = []
+    out: list[MaskPrediction] = []
     for start in range(0, len(plans), batch_size):
         chunk = plans[start : start + batch_size]
         batch = make_batch(chunk, tokenizer.pad_token_id, model.audio_dim).to(device)
@@ -70,7 +70,7 @@ def predict_masks(
                 predicted = tokenizer.decode(predicted_ids).strip()
                 correct = predicted_ids == example.target_ids
             out.append(
-                Prediction(
+                MaskPrediction(
                     example.example.item_id,
                     example.example.task,
                     example.example.answer,
@@ -81,7 +81,7 @@ def predict_masks(
     return out
 
 
-def accuracy(predictions: Sequence[Prediction]) -> dict[str, float]:
+def accuracy(predictions: Sequence[MaskPrediction]) -> dict[str, float]:
     correct = sum(p.correct for p in predictions)
     return {
         "n": float(len(predictions)),

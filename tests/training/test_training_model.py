@@ -14,7 +14,7 @@ from pipeline.training.artifacts import build_audiobert
 from pipeline.training.backbone import load_masked_lm, load_tokenizer, resolve_backbone
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import Example, encode_examples, read_auditorybench_csv
-from pipeline.training.evaluation import Prediction, accuracy, predict_masks
+from pipeline.training.evaluation import MaskPrediction, accuracy, predict_masks
 from pipeline.training.inputs import Prepared, make_batch
 from pipeline.training.model import IGNORE_INDEX, Batch
 from pipeline.training.span_detector import gold_labels, label_runs, span_metrics
@@ -244,7 +244,7 @@ def test_evaluation_counts_exact_matches(word_tokenizer) -> None:
         ("lower", False),
     ]
     assert accuracy(predictions) == {"n": 4.0, "correct": 2.0, "accuracy": 50.0}
-    assert accuracy([Prediction("x", "t", "a", "a", True)])["accuracy"] == 100.0
+    assert accuracy([MaskPrediction("x", "t", "a", "a", True)])["accuracy"] == 100.0
 
 
 def test_packaged_minilm_gets_a_tied_mlm_head() -> None:

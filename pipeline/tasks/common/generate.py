@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ForgeError
+from pipeline.llm.offline import get_rule
 from pipeline.storage.warehouse import utc_now
 from pipeline.tasks.common.base import ItemDraft, Task, TaskContext, item_id, stable_hash
 from pipeline.tasks.common.dedup import mark_duplicates
@@ -36,14 +37,25 @@ def get_task(task_id: str) -> Task:
 def generation_version(
     task: Task, prompt_versions: dict[str, str], llm_config: Any, seed: int
 ) -> str:
-    """Hash of everything that changes the items: prompts, model, seed, task settings."""
+    """Hash of everything that changes the items: prompts, model, seed, task settings.
+
+    With the offline backend the rules play the model's part, so an edited rule gives a
+    new version beside the old one rather than overwriting it.
+    """
+    backend = getattr(llm_config, "backend", None)
+    offline_rules = (
+        {name: get_rule(name).fingerprint for name in sorted(prompt_versions)}
+        if backend == "offline"
+        else None
+    )
     return stable_hash(
         task.task_id,
         prompt_versions,
-        getattr(llm_config, "backend", None),
+        backend,
         getattr(llm_config, "model", None),
         seed,
         task.config(),
+        offline_rules,
         length=12,
     )
 

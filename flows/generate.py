@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.ingest import current_run_id
+from pipeline.clap.report import clap_report
 from pipeline.llm import LLMConfig
 from pipeline.storage import Warehouse
 from pipeline.tasks import GenerateSummary, export_task, generate_task, report_task
@@ -71,8 +72,15 @@ def export_flow(
 
 @flow(name="report-task")
 def report_flow(task: str, warehouse: str | None = None, out: str | None = None) -> str:
-    """The task's quality report as Markdown (also an artifact, and `out` if given)."""
-    markdown = report_task(Warehouse(warehouse), task).markdown()
+    """The task's quality report as Markdown (also an artifact, and `out` if given).
+
+    It ends with the CLAP section: kept/dropped counts per policy and score histograms,
+    written as PNG beside `out` (or under `<warehouse>/reports/<task>/`).
+    """
+    wh = Warehouse(warehouse)
+    figures_dir = Path(out).parent if out else wh.root / "reports" / task
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    markdown = report_task(wh, task).markdown() + "\n\n" + clap_report(wh, task, figures_dir)
     create_markdown_artifact(
         key=f"report-{task}", markdown=markdown, description=f"Quality report: {task}"
     )

@@ -70,6 +70,7 @@ def test_generate_export_report_commands(
     )
     assert result.exit_code == 0, result.output
     assert "Cross-split duplicates among valid items: **0**" in result.output
+    assert "### CLAP filter: auditorybench-animal" in result.output  # forge report's CLAP part
     assert report_file.read_text() in result.output + "\n"
 
 

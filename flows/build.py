@@ -127,11 +127,13 @@ def run_stages(
         if stage == "ingest":
             report = ingest_stage(root, run_id, params.sources)
         elif stage == "pitch":
-            report = pitch_stage.with_options(task_runner=heavy)(root, run_id)
+            report = pitch_stage.with_options(task_runner=heavy)(root, run_id, tasks)
         elif stage == "generate":
             report = generate_stage(root, run_id, tasks, llm_config, params.generate)
         elif stage == "embeddings":
-            report = embeddings_stage.with_options(task_runner=heavy)(root, tasks, clap_config)
+            report = embeddings_stage.with_options(task_runner=heavy)(
+                root, run_id, tasks, clap_config
+            )
         elif stage == "score":
             report = score_stage.with_options(task_runner=heavy)(root, run_id, tasks, clap_config)
         elif stage == "filter":

@@ -90,7 +90,7 @@ def regenerate_flow(params: RegenerateParams) -> RegenerateSummary:
     try:
         summary.stages["generate"] = generate_stage(root, run_id, tasks, llm_config, settings)
         summary.stages["embeddings"] = embeddings_stage.with_options(task_runner=heavy)(
-            root, tasks, clap_config
+            root, run_id, tasks, clap_config
         )
         summary.stages["score"] = score_stage.with_options(task_runner=heavy)(
             root, run_id, tasks, clap_config

@@ -50,40 +50,70 @@ def item_clip_ids(warehouse: Warehouse, tasks: list[str]) -> list[str]:
     return [r["clip_id"] for r in rows]
 
 
+PITCH_TASK = "auditorybench-pitch"
+PITCH_POOL_SQL = (
+    "source = 'laion630k'"  # the clips the pitch task pairs (pipeline.tasks.auditorybench)
+)
+
+
 @task(name="pitch-batch", cache_key_fn=key_from_parameter, persist_result=True)
-def pitch_batch(warehouse: str, clip_ids: list[str], run_id: str, cache_key: str) -> Any:
+def pitch_batch(
+    warehouse: str, clip_ids: list[str], pitch_config: Any, run_id: str, cache_key: str
+) -> Any:
     measure_clips = entry_point("pitch", "pipeline.audio.pitch", "measure_clips")
-    return measure_clips(Warehouse(warehouse), clip_ids, run_id)
+    return measure_clips(Warehouse(warehouse), clip_ids, run_id, pitch_config)
 
 
 @flow(name="stage-pitch")
-def pitch_stage(warehouse: str, run_id: str) -> StageReport:
-    """Measure pitch (f0) of every clip, in batches of clips."""
+def pitch_stage(warehouse: str, run_id: str, tasks: list[str]) -> StageReport:
+    """Measure the pitch of the pitch task's clip pool up front, in batches on the task
+    runner (so a Dask cluster shares the pYIN work); generation then finds every clip
+    measured (`clip_pitch` is keyed by clip and parameters) and measures nothing itself.
+    Not needed for other tasks: the stage reports that and does nothing."""
     wh = Warehouse(warehouse)
+    if PITCH_TASK not in tasks:
+        report = StageReport(stage="pitch", markdown=f"Not needed: {PITCH_TASK} not built.")
+        return publish(report, "Pitch: not needed for the tasks of this build.")
     entry_point("pitch", "pipeline.audio.pitch", "measure_clips")  # fail before submitting
+    from pipeline.tasks import TASKS
+
+    pitch_config = TASKS[PITCH_TASK].pitch_config
     runner = pitch_batch.with_options(result_storage=results_dir(wh))
     futures = []
-    for batch in batches(clip_rows(wh)):
-        key = stage_key("pitch", wh, clips=batch, code=code_fingerprint(*PITCH_CODE))
-        futures.append(runner.submit(str(wh.root), [r["clip_id"] for r in batch], run_id, key))
+    rows = wh.rows(
+        f"SELECT clip_id, audio_root, audio_path FROM clips WHERE {PITCH_POOL_SQL} ORDER BY 1"
+    )
+    for batch in batches(rows):
+        key = stage_key(
+            "pitch", wh, clips=batch, pitch=pitch_config, code=code_fingerprint(*PITCH_CODE)
+        )
+        ids = [r["clip_id"] for r in batch]
+        futures.append(runner.submit(str(wh.root), ids, pitch_config, run_id, key))
     summaries = [f.result() for f in futures]
     report = StageReport(
         stage="pitch",
         rows=[summary_row(s, batch=i) for i, s in enumerate(summaries)],
-        counts={"batches": len(summaries)},
+        counts={
+            "measured": sum(s.measured for s in summaries),
+            "cached": sum(s.cached for s in summaries),
+        },
     )
-    return publish(report, "Pitch measured per batch of clips (voiced / unvoiced / failed).")
+    return publish(report, "Pitch measured per batch of clips, by status.")
 
 
 @task(name="embedding-batch", cache_key_fn=key_from_parameter, persist_result=True)
-def embedding_batch(warehouse: str, clap_config: Any, clip_ids: list[str], cache_key: str) -> Any:
+def embedding_batch(
+    warehouse: str, clap_config: Any, clip_ids: list[str], run_id: str, cache_key: str
+) -> Any:
     load_scorer = entry_point("embeddings", "pipeline.clap", "load_scorer")
     ensure = entry_point("embeddings", "pipeline.clap.embeddings", "ensure_clip_embeddings")
-    return ensure(Warehouse(warehouse), load_scorer(clap_config), clip_ids)
+    return ensure(Warehouse(warehouse), load_scorer(clap_config), clip_ids, run_id)
 
 
 @flow(name="stage-embeddings")
-def embeddings_stage(warehouse: str, tasks: list[str], clap_config: Any | None) -> StageReport:
+def embeddings_stage(
+    warehouse: str, run_id: str, tasks: list[str], clap_config: Any | None
+) -> StageReport:
     """CLAP audio embeddings of the clips the current items use (missing ones only)."""
     wh = Warehouse(warehouse)
     if clap_config is None:
@@ -95,12 +125,17 @@ def embeddings_stage(warehouse: str, tasks: list[str], clap_config: Any | None) 
         key = stage_key(
             "embeddings", wh, clips=batch, clap=clap_config, code=code_fingerprint(*EMBEDDING_CODE)
         )
-        futures.append(runner.submit(str(wh.root), clap_config, [r["clip_id"] for r in batch], key))
+        ids = [r["clip_id"] for r in batch]
+        futures.append(runner.submit(str(wh.root), clap_config, ids, run_id, key))
     summaries = [f.result() for f in futures]
     report = StageReport(
         stage="embeddings",
         rows=[summary_row(s, batch=i) for i, s in enumerate(summaries)],
-        counts={"batches": len(summaries)},
+        counts={
+            "computed": sum(s.computed for s in summaries),
+            "cached": sum(s.cached for s in summaries),
+            "failed": sum(s.failed for s in summaries),
+        },
     )
     return publish(report, "CLAP clip embeddings computed (or reused) and failures by reason.")
 

@@ -62,7 +62,9 @@ def score_stage(
     report = StageReport(
         stage="score",
         rows=[summary_row(s, stage="score") for s in summaries],
-        counts={"tasks": len(summaries)},
+        counts={
+            s.task: {"scored": s.items_scored, "unscored": s.items_unscored} for s in summaries
+        },
     )
     return publish(
         report, f"CLAP scores per task ({clap_config.backend}: {clap_config.checkpoint})."
@@ -70,9 +72,17 @@ def score_stage(
 
 
 @task(name="filter-task", cache_key_fn=key_from_parameter, persist_result=True)
-def filter_one(warehouse: str, task_id: str, policy: Any, run_id: str, cache_key: str) -> Any:
+def filter_one(
+    warehouse: str, task_id: str, policy: Any, configured: bool, run_id: str, cache_key: str
+) -> Any:
+    wh = Warehouse(warehouse)
+    if not configured:  # no scores to apply a policy to: every item unscored, with the how-to
+        from pipeline.clap.config import NOT_CONFIGURED
+
+        mark_unscored = entry_point("filter", "pipeline.clap.filter", "mark_unscored")
+        return mark_unscored(wh, task_id, NOT_CONFIGURED, run_id)
     filter_task = entry_point("filter", "pipeline.clap.filter", "filter_task")
-    return filter_task(Warehouse(warehouse), task_id, policy, run_id)
+    return filter_task(wh, task_id, policy, run_id)
 
 
 @flow(name="stage-filter")
@@ -94,11 +104,12 @@ def filter_stage(
             scores=tables_fingerprint(wh, ("clap_scores",), f"task={task_id}"),
             code=code_fingerprint(*CLAP_CODE),
         )
-        summaries.append(runner(str(wh.root), task_id, policy, run_id, key))
+        configured = clap_config is not None
+        summaries.append(runner(str(wh.root), task_id, policy, configured, run_id, key))
     report = StageReport(
         stage="filter",
         rows=[summary_row(s, stage="filter") for s in summaries],
-        counts={"tasks": len(summaries)},
+        counts={s.task: filter_counts(s) for s in summaries},
     )
     return publish(report, "CLAP filter decisions per task: kept / dropped / unscored by reason.")
 
@@ -107,3 +118,8 @@ def make_policy(name: str | None, params: dict[str, Any]) -> Any:
     """The policy object `filter_task` takes, from a name and its parameters."""
     build = entry_point("filter", "pipeline.clap.filter", "make_policy")
     return build(name, **params)
+
+
+def filter_counts(summary: Any) -> dict[str, Any]:
+    data = summary.model_dump(mode="json")
+    return {k: v for k, v in data.items() if k in ("kept", "dropped", "unscored", "items")}

@@ -38,7 +38,7 @@ from pipeline.tasks import GenerateSummary, generate_task
 
 # Code whose change changes items. Tables generate reads but does not write itself.
 GENERATE_CODE = ("pipeline/tasks", "pipeline/llm", "pipeline/audio")
-GENERATE_READS = ("clips", "clip_pitch")
+GENERATE_READS = ("clips",)  # not clip_pitch/clip_categories: generate writes those itself
 
 
 class GenerateSettings(BaseModel):

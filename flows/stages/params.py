@@ -77,8 +77,12 @@ class TrainParams(BaseModel):
     config: str | None = Field(
         default=None, description="Training config file (YAML/JSON); None: the library default."
     )
+    samples: bool = Field(
+        default=False,
+        description="Use the small sample-data config (tiny random CLAP, labelled as such).",
+    )
     deployment: str = Field(
-        default="train/train",
+        default="train/default",
         description="Deployment triggered with run_deployment when the server has it; "
         "otherwise the train flow runs as a subflow.",
     )

@@ -56,6 +56,11 @@ def export_stage(
     runner = export_one.with_options(result_storage=results_dir(wh))
     rows = []
     for task_id in tasks:
+        # pipeline.tasks exports only `kept` items once any filter decision exists; when no
+        # item of the task is dropped (e.g. no CLAP configured: all `unscored`), asking for
+        # dropped items too exports exactly the kept and unscored ones, which is what a
+        # build without CLAP scores must still deliver.
+        include_dropped = settings.include_dropped or not has_dropped(wh, task_id)
         for fmt in settings.formats:
             out = export_dir(wh, settings, task_id, fmt)
             key = stage_key(
@@ -64,18 +69,34 @@ def export_stage(
                 task=task_id,
                 fmt=fmt,
                 out=str(out),
-                include_dropped=settings.include_dropped,
+                include_dropped=include_dropped,
                 reads=tables_fingerprint(wh, EXPORT_READS, f"task={task_id}"),
                 clips=tables_fingerprint(wh, ("clips",)),
                 code=code_fingerprint(*EXPORT_CODE),
             )
             # Files deleted since the cached export: write them again.
             paths = runner.with_options(refresh_cache=not out.exists())(
-                str(wh.root), task_id, fmt, str(out), settings.include_dropped, key
+                str(wh.root), task_id, fmt, str(out), include_dropped, key
             )
-            rows.append({"task": task_id, "format": fmt, "files": len(paths), "out_dir": str(out)})
+            rows.append(
+                {
+                    "task": task_id,
+                    "format": fmt,
+                    "files": len(paths),
+                    "items": "valid, not dropped" if include_dropped else "valid, kept",
+                    "out_dir": str(out),
+                }
+            )
     report = StageReport(stage="export", rows=rows, counts={"exports": len(rows)})
     return publish(report, "Exported files per task and format.")
+
+
+def has_dropped(warehouse: Warehouse, task_id: str) -> bool:
+    rows = warehouse.rows(
+        "SELECT count(*) AS n FROM items_current WHERE task = ? AND filter_status = 'dropped'",
+        [task_id],
+    )
+    return bool(rows[0]["n"])
 
 
 @task(name="report-task")

@@ -153,7 +153,15 @@ def filter_policy(params: BuildParams) -> Any:
 
 
 def stage_counts(summary: BuildSummary) -> dict[str, Any]:
-    return {name: report.counts for name, report in summary.stages.items()}
+    counts: dict[str, Any] = {name: report.counts for name, report in summary.stages.items()}
+    if summary.training is not None:  # which model run this build's data trained
+        trained = summary.training.get("summary") or {}
+        counts["train"] = {
+            "mode": summary.training.get("mode"),
+            "flow_run_id": summary.training.get("flow_run_id"),
+            "model_run_id": trained.get("run_id"),
+        }
+    return counts
 
 
 def publish_build_summary(summary: BuildSummary, failed: BaseException | None = None) -> None:

@@ -89,6 +89,14 @@ def test_scoring_on_a_two_worker_dask_cluster_equals_the_local_runner(
         "SELECT DISTINCT filter_status FROM items_current WHERE validation_status = 'valid'"
     )
     assert {r["filter_status"] for r in decided} <= {"kept", "dropped", "unscored"}
+    (version,) = Warehouse(dask_root).rows(
+        "SELECT DISTINCT generation_version AS v FROM items_current WHERE task = 'nlar' "
+        "AND split = 'test'"
+    )
+    (diff,) = Warehouse(dask_root).rows(
+        "SELECT * FROM version_diff('nlar', ?, ?)", [version["v"], version["v"]]
+    )
+    assert diff["scored_items"] > 0 and -1 <= diff["mean_clap_score"] <= 1
 
 
 def test_regenerate_with_a_changed_template_keeps_the_old_version(

@@ -37,21 +37,31 @@ WHERE prompt_name IS NOT NULL
 GROUP BY task, prompt_name, prompt_version
 ORDER BY task, prompt_name, first_created_at;
 
--- version_diff(task, version_a, version_b): the two versions side by side, one row each:
+-- version_diff(task, version_a, version_b): the two versions side by side, one row each,
+-- with the mean CLAP score of their items' own texts (primary pairs, any checkpoint):
 --   SELECT * FROM version_diff('auditorybench-animal', '<old version>', '<new version>');
 CREATE OR REPLACE MACRO version_diff(task_name, version_a, version_b) AS TABLE
-SELECT min(CASE WHEN generation_version = version_a THEN 'a' ELSE 'b' END) AS side,
-       generation_version,
+WITH item_scores AS (
+    SELECT item_id, avg(score) AS clap_score
+    FROM clap_scores
+    WHERE task = task_name AND is_primary AND score IS NOT NULL
+    GROUP BY item_id
+)
+SELECT min(CASE WHEN i.generation_version = version_a THEN 'a' ELSE 'b' END) AS side,
+       i.generation_version,
        count(*) AS items,
-       count(*) FILTER (WHERE validation_status = 'valid') AS valid,
-       count(*) FILTER (WHERE validation_status = 'rejected') AS rejected,
-       count(*) FILTER (WHERE validation_status = 'valid' AND filter_status = 'kept') AS kept,
-       count(*) FILTER (WHERE validation_status = 'valid' AND filter_status = 'dropped') AS dropped,
-       count(*) FILTER (WHERE validation_status = 'valid' AND filter_status = 'unscored') AS unscored,
-       bool_or(is_current) AS is_current
-FROM items
-WHERE task = task_name AND generation_version IN (version_a, version_b)
-GROUP BY generation_version
+       count(*) FILTER (WHERE i.validation_status = 'valid') AS valid,
+       count(*) FILTER (WHERE i.validation_status = 'rejected') AS rejected,
+       count(*) FILTER (WHERE i.validation_status = 'valid' AND i.filter_status = 'kept') AS kept,
+       count(*) FILTER (WHERE i.validation_status = 'valid' AND i.filter_status = 'dropped') AS dropped,
+       count(*) FILTER (WHERE i.validation_status = 'valid' AND i.filter_status = 'unscored') AS unscored,
+       count(s.clap_score) AS scored_items,
+       avg(s.clap_score) AS mean_clap_score,
+       bool_or(i.is_current) AS is_current
+FROM items i
+LEFT JOIN item_scores s USING (item_id)
+WHERE i.task = task_name AND i.generation_version IN (version_a, version_b)
+GROUP BY i.generation_version
 ORDER BY side;
 
 -- version_answers(task, version_a, version_b): answer distribution of valid items, per answer.

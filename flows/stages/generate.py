@@ -62,25 +62,27 @@ def llm_limit_name(config: LLMConfig) -> str | None:
     return f"llm:{endpoint_host(config.base_url) or 'api.openai.com'}"
 
 
-def ensure_concurrency_limit(name: str, limit: int) -> None:
+def ensure_concurrency_limit(name: str, limit: int) -> int:
     """Create the global concurrency limit `name` unless it exists (its limit is then kept:
-    an operator may have tuned it)."""
+    an operator may have tuned it); returns the limit in force."""
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(name)
+            return client.read_global_concurrency_limit_by_name(name).limit
         except ObjectNotFound:
             client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True)
             )
+            return limit
 
 
 @contextlib.contextmanager
-def endpoint_slots(config: LLMConfig) -> Iterator[None]:
+def endpoint_slots(config: LLMConfig, slots: int) -> Iterator[None]:
+    """Hold `slots` of the endpoint's limit (the engine's concurrency, capped by the limit)."""
     name = llm_limit_name(config)
     if name is None:
         yield
         return
-    with concurrency(name, occupy=config.concurrency, strict=True):
+    with concurrency(name, occupy=slots, strict=True):
         yield
 
 
@@ -91,9 +93,10 @@ def generate_one(
     llm_config: LLMConfig,
     settings: GenerateSettings,
     run_id: str,
+    slots: int,
     cache_key: str,
 ) -> GenerateSummary:
-    with endpoint_slots(llm_config):
+    with endpoint_slots(llm_config, slots):
         summary = generate_task(
             Warehouse(warehouse),
             task_id,
@@ -144,9 +147,10 @@ def generate_stage(
     concurrent inside each), and a failing task fails the stage after the others finished."""
     wh = Warehouse(warehouse)
     settings = settings or GenerateSettings()
-    limit = llm_limit_name(llm_config)
-    if limit is not None:
-        ensure_concurrency_limit(limit, llm_config.concurrency)
+    name = llm_limit_name(llm_config)
+    slots = llm_config.concurrency
+    if name is not None:
+        slots = min(slots, ensure_concurrency_limit(name, llm_config.concurrency))
     runner = generate_one.with_options(
         result_storage=results_dir(wh),
         retries=settings.retries,
@@ -156,7 +160,9 @@ def generate_stage(
     failures: list[tuple[str, BaseException]] = []
     for task_id in tasks:
         key = generate_key(wh, task_id, llm_config, settings)
-        state = runner(str(wh.root), task_id, llm_config, settings, run_id, key, return_state=True)
+        state = runner(
+            str(wh.root), task_id, llm_config, settings, run_id, slots, key, return_state=True
+        )
         if state.is_completed():
             summaries.append(state.result())
         else:

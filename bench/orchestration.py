@@ -3,7 +3,7 @@ called directly as library functions, in the same process, each on a fresh wareh
 
   direct   pipeline.ingest.ingest_source per sample corpus, pipeline.audio.pitch.measure_clips
            on the pitch task's clip pool, pipeline.tasks.generate_task per task, CLAP
-           filter (items unscored: no checkpoint), export_task (jsonl), report_task
+           filter (mark_unscored: no checkpoint), export_task (jsonl), report_task
   flow     flows.build.build_flow with the same stages, against a warm local Prefect
            server (prefect_test_harness, started and warmed up by one untimed build)
   rerun    the same build again on the flow's warehouse: everything from the cache
@@ -57,14 +57,17 @@ def run_direct(root: Path, tasks: list[str], stages: list[str]) -> float:
         measure_clips(wh, pool, run_id, TASKS[PITCH_TASK].pitch_config)
     for task in tasks:
         generate_task(wh, task, llm, run_id)
-    if "filter" in stages:
-        from flows.stages.clap import make_policy
-        from pipeline.clap.filter import filter_task
+    if "filter" in stages:  # no CLAP configured: what the filter stage does then
+        from pipeline.clap.config import NOT_CONFIGURED
+        from pipeline.clap.filter import mark_unscored
 
         for task in tasks:
-            filter_task(wh, task, make_policy(None, {}), run_id)
+            mark_unscored(wh, task, NOT_CONFIGURED, run_id)
+    from flows.stages.publish import has_dropped
+
     for task in tasks:
-        export_task(wh, task, "jsonl", wh.root / "exports" / task / "jsonl")
+        out = wh.root / "exports" / task / "jsonl"
+        export_task(wh, task, "jsonl", out, include_dropped=not has_dropped(wh, task))
         report_task(wh, task)
     return time.perf_counter() - start
 

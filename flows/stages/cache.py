@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +72,11 @@ def files_fingerprint(paths: Iterable[Path | str]) -> str:
     return digest.hexdigest()
 
 
+@cache
 def code_fingerprint(*relative_paths: str) -> str:
-    """Fingerprint of library code and templates, given relative to the repository root
-    (or the installed package: `pipeline/...` resolves inside it either way)."""
+    """Fingerprint of library code, given relative to the repository root (or the installed
+    package: `pipeline/...` resolves inside it either way). Computed once per process: a
+    process runs the code it imported at start, so that is the code the key must name."""
     return files_fingerprint(REPO_ROOT / p for p in relative_paths)
 
 

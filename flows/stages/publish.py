@@ -56,11 +56,7 @@ def export_stage(
     runner = export_one.with_options(result_storage=results_dir(wh))
     rows = []
     for task_id in tasks:
-        # pipeline.tasks exports only `kept` items once any filter decision exists; when no
-        # item of the task is dropped (e.g. no CLAP configured: all `unscored`), asking for
-        # dropped items too exports exactly the kept and unscored ones, which is what a
-        # build without CLAP scores must still deliver.
-        include_dropped = settings.include_dropped or not has_dropped(wh, task_id)
+        include_dropped = settings.include_dropped
         for fmt in settings.formats:
             out = export_dir(wh, settings, task_id, fmt)
             key = stage_key(
@@ -83,20 +79,12 @@ def export_stage(
                     "task": task_id,
                     "format": fmt,
                     "files": len(paths),
-                    "items": "valid, not dropped" if include_dropped else "valid, kept",
+                    "items": "valid (dropped too)" if include_dropped else "valid, not dropped",
                     "out_dir": str(out),
                 }
             )
     report = StageReport(stage="export", rows=rows, counts={"exports": len(rows)})
     return publish(report, "Exported files per task and format.")
-
-
-def has_dropped(warehouse: Warehouse, task_id: str) -> bool:
-    rows = warehouse.rows(
-        "SELECT count(*) AS n FROM items_current WHERE task = ? AND filter_status = 'dropped'",
-        [task_id],
-    )
-    return bool(rows[0]["n"])
 
 
 @task(name="report-task")

@@ -298,8 +298,15 @@ def test_export_excludes_clap_dropped_items_unless_asked(generated, tmp_path: Pa
         kept = pd.read_csv(tmp_path / "kept" / "animal_sound_recognition_train.csv")
         everything = pd.read_csv(tmp_path / "all" / "animal_sound_recognition_train.csv")
         assert len(kept) == len(items) - 1 and len(everything) == len(items)
-        # other splits have no decision yet: with decisions for the task, only 'kept' export
-        assert not (tmp_path / "kept" / "animal_sound_recognition_test.csv").exists()
+        # other splits have no decision yet: unscored items are exported, only dropped ones not
+        unscored_test = pd.read_csv(tmp_path / "kept" / "animal_sound_recognition_test.csv")
+        assert (
+            len(unscored_test)
+            == wh.rows(
+                "SELECT count(*) AS n FROM items_current WHERE task = 'auditorybench-animal' "
+                "AND split = 'test' AND validation_status = 'valid'"
+            )[0]["n"]
+        )
     finally:
         wh.delete_partition("item_filters", "task=auditorybench-animal/policy=test")
 

@@ -1,7 +1,9 @@
 """Exports read the view `items_current`: valid items of the current generation.
 
-Which items: `validation_status = 'valid'`; when the CLAP filter has decided anything for
-the task (rows in `item_filters`), only items it `kept` — unless `include_dropped`.
+Which items: `validation_status = 'valid'` and not `dropped` by the CLAP filter, i.e. kept
+and unscored items (unscored: no checkpoint configured, no usable audio, or no CLAP rule
+for that kind of item — `items.filter_reason` says which); `include_dropped` adds the
+dropped ones.
 
 Common formats, for every task:
 
@@ -55,8 +57,7 @@ def export_rows(
     warehouse: Warehouse, task_id: str, include_dropped: bool = False
 ) -> list[dict[str, Any]]:
     """Exportable rows of `items_current`, ordered by split then item_id, with audio paths."""
-    decided = warehouse.rows("SELECT count(*) AS n FROM item_filters WHERE task = ?", [task_id])
-    filter_clause = "TRUE" if include_dropped or not decided[0]["n"] else "i.filter_status = 'kept'"
+    filter_clause = "TRUE" if include_dropped else "i.filter_status <> 'dropped'"
     rows = warehouse.rows(
         "SELECT * FROM items_current i WHERE i.task = ? AND i.validation_status = 'valid' "
         f"AND {filter_clause}",

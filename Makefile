@@ -41,8 +41,14 @@ format: install
 test: install lint
 	$(BIN)/python -m pytest
 
+# Each script prints its figures and the ratio to a baseline measured in the same run.
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/llm.py
+	$(BIN)/python bench/auditorybench_pitch.py
+	$(BIN)/python bench/clap.py
+	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf warehouse/data warehouse/forge.duckdb

@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pipeline.errors import ForgeError
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import ForgeError, InputFormatError
 from pipeline.tasks.common.base import ExportOptions
 from pipeline.tasks.common.generate import get_task
 from pipeline.tasks.common.records import SPLIT_ORDER
+
+ItemModel = TypeVar("ItemModel", bound=BaseModel)
 
 if TYPE_CHECKING:
     from pipeline.storage import Warehouse
@@ -172,3 +177,38 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_splits(
+    rows: list[dict[str, Any]],
+    out_dir: Path,
+    file_prefix: str,
+    to_item: Callable[[dict[str, Any]], BaseModel],
+) -> list[Path]:
+    """One JSON list per split, `<out_dir>/<file_prefix>_<split>.json`, written atomically."""
+    written = []
+    for split, split_rows in rows_by_split(rows).items():
+        path = out_dir / f"{file_prefix}_{split}.json"
+        items = [to_item(row).model_dump() for row in split_rows]
+        atomic_write_text(path, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
+        written.append(path)
+    return written
+
+
+def read_json_items(path: Path, model: type[ItemModel]) -> list[ItemModel]:
+    """Read a JSON list export back; a bad element is an error naming file, index and field."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputFormatError(path, f"not a readable JSON file: {exc}") from exc
+    if not isinstance(data, list):
+        raise InputFormatError(path, "expected a JSON list of items")
+    items = []
+    for index, element in enumerate(data):
+        try:
+            items.append(model.model_validate(element))
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in first["loc"]) or None
+            raise InputFormatError(path, first["msg"], row=index, field=field) from None
+    return items

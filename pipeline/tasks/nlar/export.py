@@ -23,10 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from pipeline.errors import InputFormatError
-from pipeline.tasks.common.export import atomic_write_text, rows_by_split
+from pipeline.tasks.common.export import read_json_items, write_json_splits
 
 
 class NLARJsonItem(BaseModel):
@@ -75,28 +74,8 @@ def nlar_item(row: dict[str, Any]) -> NLARJsonItem:
 
 
 def write_nlar_json(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
-    written = []
-    for split, split_rows in rows_by_split(rows).items():
-        path = out_dir / f"nlar_{split}.json"
-        items = [nlar_item(row).model_dump() for row in split_rows]
-        atomic_write_text(path, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
-        written.append(path)
-    return written
+    return write_json_splits(rows, out_dir, "nlar", nlar_item)
 
 
 def read_nlar_json(path: Path) -> list[NLARJsonItem]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputFormatError(path, f"not a readable JSON file: {exc}") from exc
-    if not isinstance(data, list):
-        raise InputFormatError(path, "expected a JSON list of items")
-    items = []
-    for index, element in enumerate(data):
-        try:
-            items.append(NLARJsonItem.model_validate(element))
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in first["loc"]) or None
-            raise InputFormatError(path, first["msg"], row=index, field=field) from None
-    return items
+    return read_json_items(path, NLARJsonItem)

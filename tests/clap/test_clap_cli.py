@@ -61,7 +61,7 @@ def test_score_and_filter_commands(
     # No checkpoint configured: one line says how to configure one, items are unscored.
     result = runner.invoke(app, ["score", *args])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == f"reasonaqa: not scored: {NOT_CONFIGURED}"
+    assert result.stdout.strip().splitlines()[-1] == f"reasonaqa: not scored: {NOT_CONFIGURED}"
     shown = wh.rows(
         "SELECT DISTINCT filter_status, filter_reason FROM items WHERE task = 'reasonaqa'"
     )

@@ -3,7 +3,7 @@ satisfy each template's JSON schema, and counters of audio decodes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -43,6 +43,14 @@ def schema_reply(request: dict[str, Any], count: int) -> Any:
     response_format = request.get("response_format") or {}
     schema = (response_format.get("json_schema") or {}).get("schema") or {"type": "object"}
     return schema_instance(schema)
+
+
+@pytest.fixture
+def schema_replies() -> Callable[[dict[str, Any], int], Any]:
+    """`schema_reply` for tests that start their own server (e.g. on a chosen port). A
+    fixture, not an import: `from conftest import ...` finds another folder's conftest
+    when several test folders run together."""
+    return schema_reply
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import schema_reply
 from prefect.client.orchestration import get_client
 
 from flows.build import build_flow
@@ -51,7 +52,9 @@ def clip_files(wh: Warehouse) -> dict[str, int]:
     return {p: wh.partition_path("clips", p).stat().st_mtime_ns for p in wh.partitions("clips")}
 
 
-def test_llm_down_then_rerun_finishes_without_redoing_completed_work(tmp_path: Path) -> None:
+def test_llm_down_then_rerun_finishes_without_redoing_completed_work(
+    tmp_path: Path, schema_replies: Callable[[dict[str, Any], int], Any]
+) -> None:
     port = closed_port()
     wh = Warehouse(tmp_path / "warehouse")
     params = build_params(wh.root, port)
@@ -65,7 +68,7 @@ def test_llm_down_then_rerun_finishes_without_redoing_completed_work(tmp_path: P
     assert wh.partitions("item_records") == []
     ingested = clip_files(wh)
 
-    with ScriptedServer(schema_reply, port=port) as server:
+    with ScriptedServer(schema_replies, port=port) as server:
         summary = build_flow(params)
         first_requests = server.request_count
         assert first_requests > 0

@@ -3,7 +3,7 @@ called directly as library functions, in the same process, each on a fresh wareh
 
   direct   pipeline.ingest.ingest_source per sample corpus, pipeline.audio.pitch.measure_clips
            on the pitch task's clip pool, pipeline.tasks.generate_task per task, CLAP
-           filter (mark_unscored: no checkpoint), export_task (jsonl), report_task
+           filter (mark_unscored: no checkpoint), export_task (jsonl), report_task + clap_report
   flow     flows.build.build_flow with the same stages, against a warm local Prefect
            server (prefect_test_harness, started and warmed up by one untimed build)
   rerun    the same build again on the flow's warehouse: everything from the cache
@@ -63,12 +63,13 @@ def run_direct(root: Path, tasks: list[str], stages: list[str]) -> float:
 
         for task in tasks:
             mark_unscored(wh, task, NOT_CONFIGURED, run_id)
-    from flows.stages.publish import has_dropped
+    from pipeline.clap.report import clap_report
 
     for task in tasks:
-        out = wh.root / "exports" / task / "jsonl"
-        export_task(wh, task, "jsonl", out, include_dropped=not has_dropped(wh, task))
-        report_task(wh, task)
+        export_task(wh, task, "jsonl", wh.root / "exports" / task / "jsonl")
+        figures = wh.root / "reports" / task
+        figures.mkdir(parents=True, exist_ok=True)
+        report_task(wh, task).markdown() + clap_report(wh, task, figures)
     return time.perf_counter() - start
 
 

@@ -20,7 +20,14 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.runners import task_runner
-from flows.runs import RunRecord, code_version, endpoint_host, finish_run, write_run
+from flows.runs import (
+    RunRecord,
+    code_version,
+    current_run_id,
+    endpoint_host,
+    finish_run,
+    write_run,
+)
 from flows.stages.artifacts import StageReport, artifact_link
 from flows.stages.audio import embeddings_stage, pitch_stage
 from flows.stages.clap import filter_stage, score_stage
@@ -30,7 +37,7 @@ from flows.stages.params import STAGES, BuildParams
 from flows.stages.publish import export_stage, report_stage
 from flows.stages.train import launch_training
 from pipeline.errors import ForgeError
-from pipeline.storage import Warehouse, new_run_id
+from pipeline.storage import Warehouse
 
 
 class BuildSummary(BaseModel):
@@ -60,12 +67,6 @@ def check_params(params: BuildParams) -> list[str]:
     if unknown:
         raise ForgeError(f"unknown tasks {unknown}; registered: {', '.join(known) or 'none'}")
     return tasks
-
-
-def current_run_id() -> str:
-    from prefect.runtime import flow_run
-
-    return str(flow_run.get_id() or new_run_id())
 
 
 @flow(name="build", log_prints=True)

@@ -16,9 +16,16 @@ from pathlib import Path
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.build import current_run_id, registered_tasks
+from flows.build import registered_tasks
 from flows.runners import task_runner
-from flows.runs import RunRecord, code_version, endpoint_host, finish_run, write_run
+from flows.runs import (
+    RunRecord,
+    code_version,
+    current_run_id,
+    endpoint_host,
+    finish_run,
+    write_run,
+)
 from flows.stages.artifacts import StageReport
 from flows.stages.audio import embeddings_stage
 from flows.stages.clap import filter_stage, make_policy, score_stage

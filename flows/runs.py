@@ -18,10 +18,18 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import REPO_ROOT
-from pipeline.storage import Warehouse
+from pipeline.storage import Warehouse, new_run_id
 from pipeline.storage.warehouse import utc_now
 
 RunStatus = Literal["running", "completed", "failed"]
+
+
+def current_run_id() -> str:
+    """The Prefect flow run id when inside a flow run (so rows written by a run lead back to
+    it in the UI), else a fresh id."""
+    from prefect.runtime import flow_run
+
+    return str(flow_run.get_id() or new_run_id())
 
 
 class RunRecord(BaseModel):

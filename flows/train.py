@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.ingest import current_run_id
+from flows.runs import current_run_id
 from pipeline.storage import Warehouse
 from pipeline.training import TrainConfig, train_audiobert
 from pipeline.training.records import TrainSummary

@@ -58,20 +58,21 @@ def score(
     warehouse: WarehouseOption = None,
 ) -> None:
     """Score a task's current items with CLAP (raw scores into `clap_scores`)."""
-    from flows.clap import score_flow
+    from flows.stages.clap import filter_stage, make_policy, score_stage
+    from pipeline.clap.config import NOT_CONFIGURED, ClapConfig
 
-    result = score_flow(
-        task=task.value,
-        warehouse=str(Warehouse(warehouse).root),
+    config = ClapConfig.from_env(
         backend=backend.value if backend else None,
         checkpoint=checkpoint,
         batch_size=batch_size,
         device=device.value if device else None,
     )
-    if result.score is None:
-        typer.echo(f"{task.value}: not scored: {result.message}")
+    root = str(Warehouse(warehouse).root)
+    if config is None:  # as in `build`: nothing to score, the filter stage marks items unscored
+        filter_stage(root, None, [task.value], make_policy(None, {}), None)
+        typer.echo(f"{task.value}: not scored: {NOT_CONFIGURED}")
         return
-    s = result.score
+    (s,) = score_stage(root, None, [task.value], config).summaries
     typer.echo(
         f"{task.value} ({s.backend}: {s.checkpoint}): {s.items_scored} items scored, "
         f"{s.items_unscored} unscored {s.unscored_by_reason or ''}; clips {s.clips_computed} "
@@ -98,17 +99,27 @@ def filter_items(
     warehouse: WarehouseOption = None,
 ) -> None:
     """Apply a filter policy to stored CLAP scores (decisions appended to `item_filters`)."""
-    from flows.clap import filter_flow
+    from flows.stages.clap import filter_stage, make_policy
 
-    summary = filter_flow(
-        task=task.value,
-        policy=policy.value,
-        threshold=threshold,
-        margin=margin,
-        percentile=percentile,
-        k=k,
-        warehouse=str(Warehouse(warehouse).root),
+    params = {
+        name: value
+        for name, value in (
+            ("threshold", threshold),
+            ("margin", margin),
+            ("percentile", percentile),
+            ("k", k),
+        )
+        if value is not None
+    }
+    report = filter_stage(
+        str(Warehouse(warehouse).root),
+        None,
+        [task.value],
+        make_policy(policy.value, params),
+        None,
+        scored=True,
     )
+    (summary,) = report.summaries
     typer.echo(
         f"{summary.task} ({summary.policy} {summary.policy_params}): {summary.kept} kept, "
         f"{summary.dropped} dropped, {summary.unscored} unscored "

@@ -39,19 +39,19 @@ def ingest(
     ] = None,
     warehouse: WarehouseOption = None,
 ) -> None:
-    """Ingest one corpus's metadata into `clips` (bad rows go to `rejects`)."""
-    from flows.ingest import ingest_flow
+    """Ingest one corpus's metadata into `clips` (bad rows go to `rejects`): the build's
+    ingest stage for this one corpus (unchanged input files are not read again)."""
+    from flows.stages.ingest import SourceInput, ingest_stage
 
     if source not in SOURCE_NAMES:
         raise typer.BadParameter(
             f"unknown source {source!r}; choose one of {', '.join(SOURCE_NAMES)}"
         )
-    summary = ingest_flow(
-        source=source,
-        path=str(path),
-        audio_root=str(audio_root) if audio_root else None,
-        warehouse=str(Warehouse(warehouse).root),
+    corpus = SourceInput(
+        source=source, path=str(path), audio_root=str(audio_root) if audio_root else None
     )
+    report = ingest_stage(str(Warehouse(warehouse).root), sources=[corpus])
+    (summary,) = report.summaries
     typer.echo(
         f"{summary.source}: {summary.clips} clips, {summary.rejects} rejects "
         f"{summary.rejects_by_reason or ''}".rstrip()

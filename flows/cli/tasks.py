@@ -62,20 +62,16 @@ def generate(
     ] = None,
     warehouse: WarehouseOption = None,
 ) -> None:
-    """Generate one task's items (the `generate-task` flow) and print the counts."""
-    from flows.generate import generate_flow
+    """Generate one task's items (the build's generate stage) and print the counts."""
+    from flows.stages.generate import GenerateSettings, generate_stage
     from pipeline.llm import LLMConfig
 
-    LLMConfig.from_env(backend=backend.value if backend else None, model=model)  # fail early
-    summary = generate_flow(
-        task=task.value,
-        warehouse=str(Warehouse(warehouse).root),
-        backend=backend.value if backend else None,
-        model=model,
-        prompts_dir=str(prompts.resolve()) if prompts else None,
-        seed=seed,
-        splits=split or None,
+    config = LLMConfig.from_env(backend=backend.value if backend else None, model=model)
+    settings = GenerateSettings(
+        seed=seed, prompts_dir=str(prompts.resolve()) if prompts else None, splits=split or None
     )
+    report = generate_stage(str(Warehouse(warehouse).root), None, [task.value], config, settings)
+    (summary,) = report.summaries
     typer.echo(
         f"{summary.task} (version {summary.generation_version}): {summary.valid} valid, "
         f"{summary.rejected} rejected"
@@ -100,19 +96,20 @@ def export(
     ] = False,
     warehouse: WarehouseOption = None,
 ) -> None:
-    """Export a task's current valid items (the `export-task` flow)."""
-    from flows.generate import export_flow
+    """Export a task's current valid items (the build's export stage) into OUT."""
+    from flows.stages.publish import ExportSettings, export_stage
 
-    paths = export_flow(
-        task=task.value,
-        fmt=format.value,
+    settings = ExportSettings(
+        formats=[format.value],
         out_dir=str(out.resolve()),
-        warehouse=str(Warehouse(warehouse).root),
+        flat=True,
         include_dropped=include_dropped,
         extra_columns=extra_columns,
     )
-    for path in paths:
-        typer.echo(path)
+    report = export_stage(str(Warehouse(warehouse).root), [task.value], settings)
+    for exported in report.summaries:
+        for path in exported.paths:
+            typer.echo(path)
 
 
 @user_errors
@@ -123,12 +120,15 @@ def report(
     ] = None,
     warehouse: WarehouseOption = None,
 ) -> None:
-    """Print a task's quality report (counts, balance, duplicates, rejects, pitch gaps)."""
-    from flows.generate import report_flow
+    """Print a task's quality report (counts, balance, duplicates, rejects, pitch gaps, and
+    the CLAP part: kept/dropped per policy, score histograms as PNG beside --out, or under
+    <warehouse>/reports/<task>/)."""
+    from flows.stages.publish import report_stage
 
-    markdown = report_flow(
-        task=task.value,
-        warehouse=str(Warehouse(warehouse).root),
-        out=str(out.resolve()) if out else None,
-    )
-    typer.echo(markdown)
+    figures_dir = str(out.resolve().parent) if out else None
+    report = report_stage(str(Warehouse(warehouse).root), [task.value], figures_dir)
+    (output,) = report.summaries
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(output.markdown, encoding="utf-8")
+    typer.echo(output.markdown)

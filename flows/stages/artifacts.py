@@ -22,6 +22,9 @@ class StageReport(BaseModel):
     markdown: str = ""
     artifact_ids: dict[str, str] = Field(default_factory=dict)  # artifact key -> id
     counts: dict[str, Any] = Field(default_factory=dict)  # totals for the runs table
+    # The library's own summary of each unit (IngestSummary, GenerateSummary, ScoreSummary,
+    # ...), in unit order: what the single-stage CLI commands print.
+    summaries: list[Any] = Field(default_factory=list)
 
 
 def flatten(value: Any) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow, task
 
+from flows.runs import current_run_id
 from flows.stages.artifacts import StageReport, publish, summary_row
 from flows.stages.audio import _not_configured
 from flows.stages.cache import (
@@ -39,9 +40,12 @@ def score_one(warehouse: str, task_id: str, clap_config: Any, run_id: str, cache
 
 @flow(name="stage-score")
 def score_stage(
-    warehouse: str, run_id: str, tasks: list[str], clap_config: Any | None
+    warehouse: str, run_id: str | None, tasks: list[str], clap_config: Any | None
 ) -> StageReport:
+    """Score the tasks' current valid items with `clap_config` (None: not run, said so; the
+    filter stage then marks the items unscored). `run_id` None: this flow run's id."""
     wh = Warehouse(warehouse)
+    run_id = run_id or current_run_id()
     if clap_config is None:
         return _not_configured("score")
     entry_point("score", "pipeline.clap.score", "score_task")
@@ -65,6 +69,7 @@ def score_stage(
         counts={
             s.task: {"scored": s.items_scored, "unscored": s.items_unscored} for s in summaries
         },
+        summaries=summaries,
     )
     return publish(
         report, f"CLAP scores per task ({clap_config.backend}: {clap_config.checkpoint})."
@@ -87,9 +92,22 @@ def filter_one(
 
 @flow(name="stage-filter")
 def filter_stage(
-    warehouse: str, run_id: str, tasks: list[str], policy: Any, clap_config: Any | None
+    warehouse: str,
+    run_id: str | None,
+    tasks: list[str],
+    policy: Any,
+    clap_config: Any | None,
+    scored: bool | None = None,
 ) -> StageReport:
+    """Apply `policy` to the tasks' CLAP scores (the latest scoring run of each task).
+
+    `scored` says whether there are scores to filter; default: whether `clap_config` is set
+    (a build without CLAP marks every item `unscored` with the how-to, even if an older run
+    left scores). `forge filter` passes True: the policy applies to the stored scores.
+    `run_id` None: this flow run's id."""
     wh = Warehouse(warehouse)
+    run_id = run_id or current_run_id()
+    configured = clap_config is not None if scored is None else scored
     entry_point("filter", "pipeline.clap.filter", "filter_task")
     runner = filter_one.with_options(result_storage=results_dir(wh))
     summaries = []
@@ -102,16 +120,32 @@ def filter_stage(
             clap=clap_config,
             items=tables_fingerprint(wh, ("item_records",), f"task={task_id}/"),
             scores=tables_fingerprint(wh, ("clap_scores",), f"task={task_id}"),
+            scored=configured,
             code=code_fingerprint(*CLAP_CODE),
         )
-        configured = clap_config is not None
-        summaries.append(runner(str(wh.root), task_id, policy, configured, run_id, key))
+        args = (str(wh.root), task_id, policy, configured, run_id, key)
+        summary = runner(*args)
+        if summary.items and summary.run_id != latest_decision_run(wh, task_id):
+            # Cached, but another run (another policy) has decided since: decide again, or
+            # `items` would keep showing that other run's decisions.
+            summary = runner.with_options(refresh_cache=True)(*args)
+        summaries.append(summary)
     report = StageReport(
         stage="filter",
         rows=[summary_row(s, stage="filter") for s in summaries],
         counts={s.task: filter_counts(s) for s in summaries},
+        summaries=summaries,
     )
     return publish(report, "CLAP filter decisions per task: kept / dropped / unscored by reason.")
+
+
+def latest_decision_run(warehouse: Warehouse, task_id: str) -> str | None:
+    """The run id of the task's latest filter decisions (what `items` shows now)."""
+    rows = warehouse.rows(
+        "SELECT run_id FROM item_filters WHERE task = ? ORDER BY decided_at DESC LIMIT 1",
+        [task_id],
+    )
+    return rows[0]["run_id"] if rows else None
 
 
 def make_policy(name: str | None, params: dict[str, Any]) -> Any:

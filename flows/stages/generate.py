@@ -21,7 +21,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.runs import endpoint_host
+from flows.runs import current_run_id, endpoint_host
 from flows.stages.artifacts import StageReport, publish, summary_row
 from flows.stages.cache import (
     code_fingerprint,
@@ -32,6 +32,7 @@ from flows.stages.cache import (
     tables_fingerprint,
 )
 from pipeline.config import default_prompts_dir
+from pipeline.errors import ForgeError
 from pipeline.llm import LLMConfig
 from pipeline.storage import Warehouse
 from pipeline.tasks import GenerateSummary, generate_task
@@ -138,14 +139,16 @@ def generate_key(
 @flow(name="stage-generate")
 def generate_stage(
     warehouse: str,
-    run_id: str,
+    run_id: str | None,
     tasks: list[str],
     llm_config: LLMConfig,
     settings: GenerateSettings | None = None,
 ) -> StageReport:
     """Generate every task in `tasks`; tasks run one after another (the engine is already
-    concurrent inside each), and a failing task fails the stage after the others finished."""
+    concurrent inside each), and a failing task fails the stage after the others finished.
+    `run_id` None: this flow run's id (`forge generate` runs the stage on its own)."""
     wh = Warehouse(warehouse)
+    run_id = run_id or current_run_id()
     settings = settings or GenerateSettings()
     name = llm_limit_name(llm_config)
     slots = llm_config.concurrency
@@ -176,6 +179,7 @@ def generate_stage(
             "generation_versions": {s.task: s.generation_version for s in summaries},
         },
     )
+    report.summaries = summaries
     report.markdown = "\n".join(
         f"- **{s.task}** version `{s.generation_version}`: {s.valid} valid, {s.rejected} "
         f"rejected; valid by split {s.valid_by_split}; rejected by reason {s.rejected_by_reason}"
@@ -188,8 +192,9 @@ def generate_stage(
     return report
 
 
-class StageFailed(RuntimeError):
-    """Some units of a stage failed; the others' results are written and cached."""
+class StageFailed(ForgeError):
+    """Some units of a stage failed; the others' results are written and cached. A
+    ForgeError: the `forge` commands print it as one line naming the units and causes."""
 
 
 def _exception(state: object) -> BaseException:

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow, task
 from pydantic import BaseModel, ConfigDict
 
+from flows.runs import current_run_id
 from flows.stages.artifacts import StageReport, publish, summary_row
 from flows.stages.cache import code_fingerprint, files_fingerprint, key_from_parameter, results_dir
 from flows.stages.cache import stage_key as make_key
@@ -64,10 +65,12 @@ def ingest_key(warehouse: Warehouse, source: SourceInput) -> str:
 
 @flow(name="stage-ingest")
 def ingest_stage(
-    warehouse: str, run_id: str, sources: list[SourceInput] | None = None
+    warehouse: str, run_id: str | None = None, sources: list[SourceInput] | None = None
 ) -> StageReport:
-    """Ingest `sources` (default: the embedded samples); unchanged inputs are not re-read."""
+    """Ingest `sources` (default: the embedded samples); unchanged inputs are not re-read.
+    `run_id` None: this flow run's id (`forge ingest` runs the stage on its own)."""
     wh = Warehouse(warehouse)
+    run_id = run_id or current_run_id()
     chosen = sources if sources is not None else sample_sources(wh)
     cached = ingest_one.with_options(result_storage=results_dir(wh))
     futures = [
@@ -87,4 +90,5 @@ def ingest_stage(
         + (f" ({s.rejects_by_reason})" if s.rejects else "")
         for s in summaries
     )
+    report.summaries = summaries
     return publish(report, "Clips ingested and input rows rejected, by source and reason.")

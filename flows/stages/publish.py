@@ -15,6 +15,8 @@ from flows.stages.cache import (
     stage_key,
     tables_fingerprint,
 )
+from pipeline.clap.report import clap_report
+from pipeline.errors import ForgeError
 from pipeline.storage import Warehouse
 from pipeline.tasks import TaskReport, export_task, report_task
 
@@ -29,19 +31,50 @@ class ExportSettings(BaseModel):
     out_dir: str | None = Field(
         default=None, description="Default: <warehouse>/exports; one folder per task and format."
     )
+    flat: bool = Field(
+        default=False,
+        description="Write straight into out_dir, not <out_dir>/<task>/<format> (one task and "
+        "one format only: what `forge export --out` does).",
+    )
     include_dropped: bool = False
+    extra_columns: bool = Field(
+        default=False, description="auditorybench-csv: our columns after the published ones."
+    )
+
+
+class ExportedFiles(BaseModel):
+    """One task exported in one format: the stage's summary of that unit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    format: str
+    out_dir: str
+    paths: list[str]
 
 
 def export_dir(warehouse: Warehouse, settings: ExportSettings, task_id: str, fmt: str) -> Path:
     base = Path(settings.out_dir) if settings.out_dir else warehouse.root / "exports"
-    return base / task_id / fmt
+    return base if settings.flat else base / task_id / fmt
 
 
 @task(name="export-task", cache_key_fn=key_from_parameter, persist_result=True)
 def export_one(
-    warehouse: str, task_id: str, fmt: str, out_dir: str, include_dropped: bool, cache_key: str
+    warehouse: str,
+    task_id: str,
+    fmt: str,
+    out_dir: str,
+    settings: ExportSettings,
+    cache_key: str,
 ) -> list[str]:
-    paths = export_task(Warehouse(warehouse), task_id, fmt, out_dir, include_dropped)
+    paths = export_task(
+        Warehouse(warehouse),
+        task_id,
+        fmt,
+        out_dir,
+        include_dropped=settings.include_dropped,
+        extra_columns=settings.extra_columns,
+    )
     return [str(p) for p in paths]
 
 
@@ -53,10 +86,12 @@ def export_stage(
     (unless the exported files are gone)."""
     wh = Warehouse(warehouse)
     settings = settings or ExportSettings()
+    if settings.flat and len(tasks) * len(settings.formats) > 1:
+        raise ForgeError("export settings: flat=True writes one task in one format only")
     runner = export_one.with_options(result_storage=results_dir(wh))
     rows = []
+    exported: list[ExportedFiles] = []
     for task_id in tasks:
-        include_dropped = settings.include_dropped
         for fmt in settings.formats:
             out = export_dir(wh, settings, task_id, fmt)
             key = stage_key(
@@ -65,39 +100,65 @@ def export_stage(
                 task=task_id,
                 fmt=fmt,
                 out=str(out),
-                include_dropped=include_dropped,
+                include_dropped=settings.include_dropped,
+                extra_columns=settings.extra_columns,
                 reads=tables_fingerprint(wh, EXPORT_READS, f"task={task_id}"),
                 clips=tables_fingerprint(wh, ("clips",)),
                 code=code_fingerprint(*EXPORT_CODE),
             )
             # Files deleted since the cached export: write them again.
             paths = runner.with_options(refresh_cache=not out.exists())(
-                str(wh.root), task_id, fmt, str(out), include_dropped, key
+                str(wh.root), task_id, fmt, str(out), settings, key
             )
+            exported.append(ExportedFiles(task=task_id, format=fmt, out_dir=str(out), paths=paths))
             rows.append(
                 {
                     "task": task_id,
                     "format": fmt,
                     "files": len(paths),
-                    "items": "valid (dropped too)" if include_dropped else "valid, not dropped",
+                    "items": "valid (dropped too)"
+                    if settings.include_dropped
+                    else "valid, not dropped",
                     "out_dir": str(out),
                 }
             )
-    report = StageReport(stage="export", rows=rows, counts={"exports": len(rows)})
+    report = StageReport(
+        stage="export", rows=rows, counts={"exports": len(rows)}, summaries=exported
+    )
     return publish(report, "Exported files per task and format.")
 
 
+class TaskReportOutput(BaseModel):
+    """One task's report: the quality report and its full Markdown (with the CLAP part)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    report: TaskReport
+    markdown: str
+    figures_dir: str
+
+
 @task(name="report-task")
-def report_one(warehouse: str, task_id: str) -> TaskReport:
-    return report_task(Warehouse(warehouse), task_id)
+def report_one(warehouse: str, task_id: str, figures_dir: str | None) -> TaskReportOutput:
+    wh = Warehouse(warehouse)
+    figures = Path(figures_dir) if figures_dir else wh.root / "reports" / task_id
+    figures.mkdir(parents=True, exist_ok=True)
+    report = report_task(wh, task_id)
+    markdown = report.markdown() + "\n\n" + clap_report(wh, task_id, figures)
+    return TaskReportOutput(
+        task=task_id, report=report, markdown=markdown, figures_dir=str(figures)
+    )
 
 
 @flow(name="stage-report")
-def report_stage(warehouse: str, tasks: list[str]) -> StageReport:
-    """Per-task reports (counts by split, label balance, duplicates, rejects by reason)."""
-    reports = [report_one(warehouse, task_id) for task_id in tasks]
+def report_stage(warehouse: str, tasks: list[str], figures_dir: str | None = None) -> StageReport:
+    """Per-task reports (counts by split, label balance, duplicates, rejects by reason) and
+    their CLAP part (kept/dropped per policy, score histograms as PNG under `figures_dir`,
+    default `<warehouse>/reports/<task>/`)."""
+    outputs = [report_one(warehouse, task_id, figures_dir) for task_id in tasks]
     rows = []
-    for report in reports:
+    for report in (o.report for o in outputs):
         for split in report.splits:
             rows.append(
                 {
@@ -116,7 +177,10 @@ def report_stage(warehouse: str, tasks: list[str]) -> StageReport:
     stage = StageReport(
         stage="report",
         rows=rows,
-        markdown="\n\n".join(r.markdown() for r in reports),
-        counts={r.task: {"cross_split_duplicates": r.cross_split_duplicates} for r in reports},
+        markdown="\n\n".join(o.markdown for o in outputs),
+        counts={
+            o.task: {"cross_split_duplicates": o.report.cross_split_duplicates} for o in outputs
+        },
+        summaries=outputs,
     )
-    return publish(stage, "Task reports: items per split, labels, duplicates, rejects.")
+    return publish(stage, "Task reports: items per split, labels, duplicates, rejects, CLAP.")

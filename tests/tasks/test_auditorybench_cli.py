@@ -1,4 +1,4 @@
-"""`forge generate / export / report` through the Prefect flows (flows/generate.py)."""
+"""`forge generate / export / report` through the stage flows (flows/stages)."""
 
 from __future__ import annotations
 

@@ -85,6 +85,14 @@ def test_score_and_filter_commands(
     shown = wh.rows("SELECT filter_status, filter_policy FROM items WHERE task = 'reasonaqa'")
     assert shown == [{"filter_status": "kept", "filter_policy": "absolute"}] * 2
 
+    # Another policy decides; then the first again: decided again (not a stale cache hit).
+    result = runner.invoke(app, ["filter", *args, "--policy", "absolute", "--threshold", "1"])
+    assert "0 kept, 2 dropped" in result.output
+    result = runner.invoke(app, ["filter", *args, "--policy", "absolute", "--threshold", "-1"])
+    assert result.exit_code == 0 and "2 kept, 0 dropped" in result.output
+    shown = wh.rows("SELECT DISTINCT filter_status FROM items WHERE task = 'reasonaqa'")
+    assert shown == [{"filter_status": "kept"}]
+
     result = runner.invoke(app, ["clap-report", *args, "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     assert "| absolute |" in result.output

@@ -18,16 +18,21 @@ from flows.stages.cache import (
 from pipeline.clap.report import clap_report
 from pipeline.errors import ForgeError
 from pipeline.storage import Warehouse
-from pipeline.tasks import TaskReport, export_task, report_task
+from pipeline.tasks import TASKS, TaskReport, export_task, report_task
 
 EXPORT_CODE = ("pipeline/tasks",)
+NATIVE_FORMATS = "native"
 EXPORT_READS = ("item_records", "item_filters", "clips")
 
 
 class ExportSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[str] = Field(default_factory=lambda: ["jsonl"])
+    formats: list[str] = Field(
+        default_factory=lambda: [NATIVE_FORMATS, "jsonl"],
+        description=f"Export formats; '{NATIVE_FORMATS}' means each task's published format "
+        "(auditorybench-csv, mellow-json, nlar-json).",
+    )
     out_dir: str | None = Field(
         default=None, description="Default: <warehouse>/exports; one folder per task and format."
     )
@@ -78,6 +83,14 @@ def export_one(
     return [str(p) for p in paths]
 
 
+def task_formats(task_id: str, formats: list[str]) -> list[str]:
+    """`formats` with 'native' replaced by the task's own published format(s)."""
+    expanded: list[str] = []
+    for fmt in formats:
+        expanded += list(TASKS[task_id].export_formats) if fmt == NATIVE_FORMATS else [fmt]
+    return list(dict.fromkeys(expanded))
+
+
 @flow(name="stage-export")
 def export_stage(
     warehouse: str, tasks: list[str], settings: ExportSettings | None = None
@@ -86,13 +99,14 @@ def export_stage(
     (unless the exported files are gone)."""
     wh = Warehouse(warehouse)
     settings = settings or ExportSettings()
-    if settings.flat and len(tasks) * len(settings.formats) > 1:
+    formats = {task_id: task_formats(task_id, settings.formats) for task_id in tasks}
+    if settings.flat and sum(len(f) for f in formats.values()) > 1:
         raise ForgeError("export settings: flat=True writes one task in one format only")
     runner = export_one.with_options(result_storage=results_dir(wh))
     rows = []
     exported: list[ExportedFiles] = []
     for task_id in tasks:
-        for fmt in settings.formats:
+        for fmt in formats[task_id]:
             out = export_dir(wh, settings, task_id, fmt)
             key = stage_key(
                 "export",

@@ -73,6 +73,16 @@ def test_build_runs_every_stage_on_the_samples(built: BuildSummary) -> None:
             for f in (wh.root / "exports" / task / "jsonl").glob("*.jsonl")
         )
         assert exported == per_task[task]
+    # ... and each task's published format too (format 'native')
+    native = {
+        "auditorybench-animal": ("auditorybench-csv", "animal,description,sentence"),
+        "auditorybench-pitch": ("auditorybench-csv", "sentence,answer,span1,span2"),
+    }
+    for task, (fmt, header) in native.items():
+        files = sorted((wh.root / "exports" / task / fmt).glob("*.csv"))
+        assert files and all(f.read_text().splitlines()[0] == header for f in files)
+    assert list((wh.root / "exports" / "reasonaqa" / "mellow-json").glob("reasonaqa_*.json"))
+    assert list((wh.root / "exports" / "nlar" / "nlar-json").glob("nlar_*.json"))
 
 
 def test_runs_table_records_the_build(built: BuildSummary) -> None:

@@ -20,14 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.runners import task_runner
-from flows.runs import (
-    RunRecord,
-    code_version,
-    current_run_id,
-    endpoint_host,
-    finish_run,
-    write_run,
-)
+from flows.runs import current_run_id, finish_run, start_record, write_run
 from flows.stages.artifacts import StageReport, artifact_link
 from flows.stages.audio import embeddings_stage, pitch_stage
 from flows.stages.clap import filter_stage, score_stage
@@ -80,19 +73,7 @@ def build_flow(params: BuildParams | None = None) -> BuildSummary:
     run_id = current_run_id()
     llm_config = params.llm.config()
     clap_config = params.clap.config()
-    record = RunRecord(
-        run_id=run_id,
-        flow_name="build",
-        parameters=params.model_dump_json(),
-        tasks=tasks,
-        llm_backend=llm_config.backend,
-        model=llm_config.model,
-        llm_endpoint=endpoint_host(llm_config.base_url)
-        if llm_config.backend != "offline"
-        else None,
-        clap_checkpoint=clap_config.checkpoint if clap_config else None,
-        code_version=code_version(),
-    )
+    record = start_record(run_id, "build", params, tasks, llm_config, clap_config)
     write_run(wh, record)
     summary = BuildSummary(run_id=run_id, warehouse=str(wh.root), tasks=tasks)
     try:

@@ -18,14 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows.build import registered_tasks
 from flows.runners import task_runner
-from flows.runs import (
-    RunRecord,
-    code_version,
-    current_run_id,
-    endpoint_host,
-    finish_run,
-    write_run,
-)
+from flows.runs import current_run_id, finish_run, start_record, write_run
 from flows.stages.artifacts import StageReport
 from flows.stages.audio import embeddings_stage
 from flows.stages.clap import filter_stage, make_policy, score_stage
@@ -65,19 +58,7 @@ def regenerate_flow(params: RegenerateParams) -> RegenerateSummary:
     run_id = current_run_id()
     llm_config = params.llm.config()
     clap_config = params.clap.config()
-    record = RunRecord(
-        run_id=run_id,
-        flow_name="regenerate",
-        parameters=params.model_dump_json(),
-        tasks=[params.task],
-        llm_backend=llm_config.backend,
-        model=llm_config.model,
-        llm_endpoint=endpoint_host(llm_config.base_url)
-        if llm_config.backend != "offline"
-        else None,
-        clap_checkpoint=clap_config.checkpoint if clap_config else None,
-        code_version=code_version(),
-    )
+    record = start_record(run_id, "regenerate", params, [params.task], llm_config, clap_config)
     write_run(wh, record)
     summary = RegenerateSummary(
         run_id=run_id,

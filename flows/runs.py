@@ -56,6 +56,30 @@ class RunRecord(BaseModel):
     recorded_at: datetime = Field(default_factory=utc_now)
 
 
+def start_record(
+    run_id: str,
+    flow_name: str,
+    params: BaseModel,
+    tasks: list[str],
+    llm_config: Any,
+    clap_config: Any | None,
+) -> RunRecord:
+    """The `runs` row of a flow that is starting: what it was asked to do and with what."""
+    return RunRecord(
+        run_id=run_id,
+        flow_name=flow_name,
+        parameters=params.model_dump_json(),
+        tasks=tasks,
+        llm_backend=llm_config.backend,
+        model=llm_config.model,
+        llm_endpoint=endpoint_host(llm_config.base_url)
+        if llm_config.backend != "offline"
+        else None,
+        clap_checkpoint=clap_config.checkpoint if clap_config else None,
+        code_version=code_version(),
+    )
+
+
 def run_partition(flow_name: str, run_id: str) -> str:
     return f"flow={flow_name}/run={run_id}"
 

@@ -32,8 +32,7 @@ from pipeline.llm.engine import (
     GenerationEngine,
     completion_into,
     load_cached_ok,
-    messages_for_mode,
-    response_format_for,
+    request_body,
 )
 from pipeline.llm.prompts import PromptLibrary
 from pipeline.llm.records import CALL_STATUSES, LLMRequest
@@ -108,16 +107,7 @@ def export_batch(
     records = []
     with open(tmp, "w", encoding="utf-8") as handle:
         for item in pending:
-            body: dict[str, Any] = {
-                "model": config.model,
-                "messages": messages_for_mode(item.template, item.messages, mode),
-                "temperature": item.params["temperature"],
-                "top_p": item.params["top_p"],
-                "max_tokens": item.params["max_tokens"],
-                "response_format": response_format_for(item.template, mode),
-            }
-            if config.send_seed:
-                body["seed"] = item.seed
+            body = request_body(config, item, mode)
             line = {"custom_id": item.key, "method": "POST", "url": BATCH_URL, "body": body}
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
             records.append(

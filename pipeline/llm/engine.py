@@ -407,17 +407,9 @@ class GenerationEngine:
             failure: tuple[str, str, int | None] | None = None  # status, error, http status
             retry_after: float | None = None
             try:
-                kwargs: dict[str, Any] = {
-                    "model": config.model,
-                    "messages": messages_for_mode(item.template, item.messages, mode),
-                    "temperature": item.params["temperature"],
-                    "top_p": item.params["top_p"],
-                    "max_tokens": item.params["max_tokens"],
-                    "response_format": response_format_for(item.template, mode),
-                }
-                if config.send_seed:
-                    kwargs["seed"] = item.seed
-                completion = await client.chat.completions.create(**kwargs)
+                completion = await client.chat.completions.create(
+                    **request_body(config, item, mode)
+                )
             except openai.APIStatusError as exc:
                 code = exc.status_code
                 if (
@@ -573,6 +565,21 @@ def _schema_is_strict_compatible(schema: Any) -> bool:
     if schema.get("type") == "array":
         return _schema_is_strict_compatible(schema.get("items"))
     return True
+
+
+def request_body(config: LLMConfig, item: _Prepared, mode: str) -> dict[str, Any]:
+    """The chat-completions body of one request, the same for live calls and Batch-API lines."""
+    body: dict[str, Any] = {
+        "model": config.model,
+        "messages": messages_for_mode(item.template, item.messages, mode),
+        "temperature": item.params["temperature"],
+        "top_p": item.params["top_p"],
+        "max_tokens": item.params["max_tokens"],
+        "response_format": response_format_for(item.template, mode),
+    }
+    if config.send_seed:
+        body["seed"] = item.seed
+    return body
 
 
 def response_format_for(template: PromptTemplate, mode: str) -> dict[str, Any]:

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import WarehouseOption, user_errors
-from flows.cli.tasks import TaskId
+from flows.cli.common import TaskOption, WarehouseOption, user_errors
 from pipeline.storage import Warehouse
 
 
@@ -30,9 +29,6 @@ class Policy(StrEnum):
     relative = "relative"
     percentile = "percentile"
     topk = "topk"
-
-
-TaskOption = Annotated[TaskId, typer.Option("--task", help="Dataset task id.")]
 
 
 def register(app: typer.Typer) -> None:

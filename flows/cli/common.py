@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -13,6 +14,16 @@ import typer
 from pipeline.errors import ForgeError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TaskId(StrEnum):
+    animal = "auditorybench-animal"
+    pitch = "auditorybench-pitch"
+    reasonaqa = "reasonaqa"
+    nlar = "nlar"
+
+
+TaskOption = Annotated[TaskId, typer.Option("--task", help="Dataset task id.")]
 
 WarehouseOption = Annotated[
     Path | None,

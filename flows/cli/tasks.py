@@ -8,15 +8,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import WarehouseOption, user_errors
+from flows.cli.common import TaskOption, WarehouseOption, user_errors
 from pipeline.storage import Warehouse
-
-
-class TaskId(StrEnum):
-    animal = "auditorybench-animal"
-    pitch = "auditorybench-pitch"
-    reasonaqa = "reasonaqa"
-    nlar = "nlar"
 
 
 class ExportFormat(StrEnum):
@@ -30,9 +23,6 @@ class ExportFormat(StrEnum):
 class Backend(StrEnum):
     offline = "offline"
     openai = "openai"
-
-
-TaskOption = Annotated[TaskId, typer.Option("--task", help="Dataset task id.")]
 
 
 def register(app: typer.Typer) -> None:

@@ -11,8 +11,6 @@ from typing import Any
 
 from prefect import serve
 
-from flows.stages.require import entry_point
-
 DEPLOYMENT_NAME = "default"
 
 
@@ -21,8 +19,8 @@ def served_flows() -> list[Any]:
     from flows.build import build_flow
     from flows.regenerate import regenerate_flow
     from flows.stages.publish import export_stage
+    from flows.train import train_flow
 
-    train_flow = entry_point("train", "flows.train", "train_flow")
     return [build_flow, regenerate_flow, export_stage, train_flow]
 
 

@@ -17,7 +17,6 @@ from prefect import flow, get_run_logger, task
 
 from flows.stages.artifacts import StageReport, publish, summary_row
 from flows.stages.cache import code_fingerprint, key_from_parameter, results_dir, stage_key
-from flows.stages.require import entry_point
 from pipeline.storage import Warehouse
 
 CLIP_BATCH = 200
@@ -60,7 +59,8 @@ PITCH_POOL_SQL = (
 def pitch_batch(
     warehouse: str, clip_ids: list[str], pitch_config: Any, run_id: str, cache_key: str
 ) -> Any:
-    measure_clips = entry_point("pitch", "pipeline.audio.pitch", "measure_clips")
+    from pipeline.audio.pitch import measure_clips
+
     return measure_clips(Warehouse(warehouse), clip_ids, run_id, pitch_config)
 
 
@@ -74,7 +74,6 @@ def pitch_stage(warehouse: str, run_id: str, tasks: list[str]) -> StageReport:
     if PITCH_TASK not in tasks:
         report = StageReport(stage="pitch", markdown=f"Not needed: {PITCH_TASK} not built.")
         return publish(report, "Pitch: not needed for the tasks of this build.")
-    entry_point("pitch", "pipeline.audio.pitch", "measure_clips")  # fail before submitting
     from pipeline.tasks import TASKS
 
     pitch_config = TASKS[PITCH_TASK].pitch_config
@@ -105,9 +104,10 @@ def pitch_stage(warehouse: str, run_id: str, tasks: list[str]) -> StageReport:
 def embedding_batch(
     warehouse: str, clap_config: Any, clip_ids: list[str], run_id: str, cache_key: str
 ) -> Any:
-    load_scorer = entry_point("embeddings", "pipeline.clap", "load_scorer")
-    ensure = entry_point("embeddings", "pipeline.clap.embeddings", "ensure_clip_embeddings")
-    return ensure(Warehouse(warehouse), load_scorer(clap_config), clip_ids, run_id)
+    from pipeline.clap import load_scorer
+    from pipeline.clap.embeddings import ensure_clip_embeddings
+
+    return ensure_clip_embeddings(Warehouse(warehouse), load_scorer(clap_config), clip_ids, run_id)
 
 
 @flow(name="stage-embeddings")
@@ -118,7 +118,6 @@ def embeddings_stage(
     wh = Warehouse(warehouse)
     if clap_config is None:
         return _not_configured("embeddings")
-    entry_point("embeddings", "pipeline.clap.embeddings", "ensure_clip_embeddings")
     runner = embedding_batch.with_options(result_storage=results_dir(wh))
     futures = []
     for batch in batches(clip_rows(wh, item_clip_ids(wh, tasks))):

@@ -23,7 +23,6 @@ from flows.stages.cache import (
     stage_key,
     tables_fingerprint,
 )
-from flows.stages.require import entry_point
 from pipeline.storage import Warehouse
 
 CLAP_CODE = ("pipeline/clap", "pipeline/audio")
@@ -33,8 +32,9 @@ FILTER_READS = ("item_records", "clap_scores")
 
 @task(name="score-task", cache_key_fn=key_from_parameter, persist_result=True)
 def score_one(warehouse: str, task_id: str, clap_config: Any, run_id: str, cache_key: str) -> Any:
-    load_scorer = entry_point("score", "pipeline.clap", "load_scorer")
-    score_task = entry_point("score", "pipeline.clap.score", "score_task")
+    from pipeline.clap import load_scorer
+    from pipeline.clap.score import score_task
+
     return score_task(Warehouse(warehouse), task_id, load_scorer(clap_config), run_id)
 
 
@@ -48,7 +48,6 @@ def score_stage(
     run_id = run_id or current_run_id()
     if clap_config is None:
         return _not_configured("score")
-    entry_point("score", "pipeline.clap.score", "score_task")
     runner = score_one.with_options(result_storage=results_dir(wh))
     futures = []
     for task_id in tasks:
@@ -83,10 +82,11 @@ def filter_one(
     wh = Warehouse(warehouse)
     if not configured:  # no scores to apply a policy to: every item unscored, with the how-to
         from pipeline.clap.config import NOT_CONFIGURED
+        from pipeline.clap.filter import mark_unscored
 
-        mark_unscored = entry_point("filter", "pipeline.clap.filter", "mark_unscored")
         return mark_unscored(wh, task_id, NOT_CONFIGURED, run_id)
-    filter_task = entry_point("filter", "pipeline.clap.filter", "filter_task")
+    from pipeline.clap.filter import filter_task
+
     return filter_task(wh, task_id, policy, run_id)
 
 
@@ -108,7 +108,6 @@ def filter_stage(
     wh = Warehouse(warehouse)
     run_id = run_id or current_run_id()
     configured = clap_config is not None if scored is None else scored
-    entry_point("filter", "pipeline.clap.filter", "filter_task")
     runner = filter_one.with_options(result_storage=results_dir(wh))
     summaries = []
     for task_id in tasks:
@@ -150,7 +149,8 @@ def latest_decision_run(warehouse: Warehouse, task_id: str) -> str | None:
 
 def make_policy(name: str | None, params: dict[str, Any]) -> Any:
     """The policy object `filter_task` takes, from a name and its parameters."""
-    build = entry_point("filter", "pipeline.clap.filter", "make_policy")
+    from pipeline.clap.filter import make_policy as build
+
     return build(name, **params)
 
 

@@ -12,7 +12,6 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
 from flows.stages.params import TrainParams
-from flows.stages.require import entry_point
 from pipeline.errors import ForgeError
 from pipeline.storage import Warehouse
 
@@ -56,7 +55,8 @@ def launch_training(
             "flow_run_id": str(flow_run.id),
         }
     log.info("training: no deployment %s on this server, running the train flow", train.deployment)
-    train_flow = entry_point("train", "flows.train", "train_flow")
+    from flows.train import train_flow
+
     result = train_flow(**parameters)
     data = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
     return {"mode": "subflow", "summary": data}

@@ -47,3 +47,16 @@ class ReadOnlyQueryError(ForgeError):
 
 class SchemaError(ForgeError):
     """Rows handed to the warehouse do not match the table's declared schema."""
+
+
+class LLMEndpointError(ForgeError):
+    """The LLM endpoint refuses the run as a whole (unreachable, 401/403, unknown model,
+    or too large a share of failed calls). What finished is already recorded in
+    `llm_calls`; the caller must not make the partial result current."""
+
+    def __init__(self, endpoint: str, cause: str, *, failed: int, total: int) -> None:
+        self.endpoint = endpoint  # never carries credentials
+        self.cause = cause
+        self.failed = failed
+        self.total = total
+        super().__init__(f"cannot use {endpoint} ({cause}): {failed} of {total} calls failed")

@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install lint
+# Headless Chromium for the review viewer's browser tests (Debian packages). Skipped when
+# both are present; if apt-get cannot install them the browser tests skip with a warning.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	echo "WARNING: chromium + chromium-driver not installed: the viewer's browser tests will skip"
+
+test: install lint browser
 	$(BIN)/python -m pytest
 
 # Each script prints its figures and the ratio to a baseline measured in the same run.
@@ -51,4 +59,4 @@ bench: install
 	$(BIN)/python bench/train.py
 
 clean:
-	rm -rf warehouse/data warehouse/forge.duckdb
+	rm -rf warehouse/data warehouse/forge.duckdb warehouse/.catalog.json warehouse/prefect_results

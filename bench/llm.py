@@ -12,6 +12,15 @@ measures items/s for N distinct requests at concurrency C:
 Repeats alternate (a) and (b) and report the median. Target: (a)/(b) >= 0.85.
 
     .venv/bin/python bench/llm.py [--requests 2000] [--concurrency 64] [--latency 0.05]
+
+`--sweep` measures adaptive concurrency instead: the server shares its compute among the
+requests in flight (reply latency = latency × max(1, in flight / knee)) and answers 429
+above `capacity` in flight (scripted_server's load model). The engine runs with fixed
+concurrencies (adaptive off) and then adaptively (bounded by --concurrency); printed:
+items/s and 429s received for each, adaptive / best fixed (target >= 0.9) and the 429s
+of the default fixed setting (concurrency 32) against the adaptive run's.
+
+    .venv/bin/python bench/llm.py --sweep [--knee 16] [--capacity 24] [--requests 1500]
 """
 
 from __future__ import annotations
@@ -55,7 +64,14 @@ Write one sentence with [MASK] for the animal.
 REPLY = {"decline": False, "sentence": "Woof is the sound a [MASK] makes.", "answer": "dog"}
 
 
-def start_server(latency_s: float) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    latency_s: float, knee: int | None = None, capacity: int | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    load = []
+    if knee is not None:
+        load += ["--knee", str(knee)]
+    if capacity is not None:
+        load += ["--capacity", str(capacity)]
     process = subprocess.Popen(
         [
             sys.executable,
@@ -65,6 +81,7 @@ def start_server(latency_s: float) -> tuple[subprocess.Popen[str], str]:
             str(latency_s),
             "--reply-json",
             json.dumps(REPLY),
+            *load,
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -96,6 +113,14 @@ def run_engine(
     library: PromptLibrary, config: LLMConfig, requests: list[LLMRequest]
 ) -> tuple[float, float]:
     """(items/s, CPU ms per item of this process) for the engine end to end."""
+    rate, cpu_ms, _ = run_engine_counted(library, config, requests)
+    return rate, cpu_ms
+
+
+def run_engine_counted(
+    library: PromptLibrary, config: LLMConfig, requests: list[LLMRequest]
+) -> tuple[float, float, int]:
+    """(items/s, CPU ms per item, HTTP attempts beyond one per call = 429s received)."""
     with tempfile.TemporaryDirectory() as folder:
         warehouse = Warehouse(folder)
         warehouse.ensure_catalog()
@@ -105,9 +130,60 @@ def run_engine(
         elapsed = time.perf_counter() - started
         cpu_ms = (time.process_time() - cpu_started) * 1000 / len(requests)
         assert all(r.status == "ok" for r in results), {r.status for r in results}
-        stored = warehouse.rows("SELECT count(*) AS n FROM llm_calls")[0]["n"]
-        assert stored == len(requests), stored
-    return len(requests) / elapsed, cpu_ms
+        counts = warehouse.rows("SELECT count(*) AS n, sum(attempts) AS a FROM llm_calls")[0]
+        assert counts["n"] == len(requests), counts
+    return len(requests) / elapsed, cpu_ms, int(counts["a"]) - len(requests)
+
+
+def sweep(args: argparse.Namespace, library: PromptLibrary, base_url: str) -> None:
+    """Fixed concurrencies against the adaptive limit (see module docstring)."""
+
+    def config(concurrency: int, adaptive: bool) -> LLMConfig:
+        return LLMConfig(
+            backend="openai",
+            base_url=base_url,
+            model="bench-model",
+            concurrency=concurrency,
+            adaptive_concurrency=adaptive,
+            max_retries=10_000,  # every 429 is retried: the figure is how many
+            backoff_base_s=0.02,
+            backoff_max_s=0.5,
+            max_failed_share=1.0,
+        )
+
+    run_engine_counted(library, config(8, False), make_requests(100, "warm"))
+    fixed_levels = sorted({4, 8, args.knee, args.capacity, 32, args.concurrency})
+    results: dict[str, tuple[float, int]] = {}
+    for repeat in range(args.repeats):
+        for level in fixed_levels:
+            rate, _, retried = run_engine_counted(
+                library, config(level, False), make_requests(args.requests, f"f{level}-{repeat}")
+            )
+            best = results.get(f"fixed {level}")
+            if best is None or rate > best[0]:
+                results[f"fixed {level}"] = (rate, retried)
+            print(f"fixed {level:4d}: {rate:7.1f} items/s, {retried:6d} 429s", flush=True)
+        rate, _, retried = run_engine_counted(
+            library, config(args.concurrency, True), make_requests(args.requests, f"a-{repeat}")
+        )
+        best = results.get("adaptive")
+        if best is None or rate > best[0]:
+            results["adaptive"] = (rate, retried)
+        print(f"adaptive (max {args.concurrency}): {rate:7.1f} items/s, {retried:6d} 429s")
+    best_fixed = max((v for k, v in results.items() if k != "adaptive"), key=lambda v: v[0])
+    best_name = next(k for k, v in results.items() if v == best_fixed)
+    adaptive_rate, adaptive_429 = results["adaptive"]
+    default_429 = results["fixed 32"][1]
+    print(
+        f"\n{args.requests} requests; server: latency {args.latency * 1000:.0f} ms, knee "
+        f"{args.knee}, 429 above {args.capacity} in flight; best of {args.repeats} repeats"
+    )
+    print(f"best fixed: {best_name} at {best_fixed[0]:.1f} items/s")
+    print(
+        f"adaptive / best fixed = {adaptive_rate / best_fixed[0]:.3f} (target >= 0.9); "
+        f"429s: adaptive {adaptive_429}, default fixed 32 {default_429}; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
 
 
 def run_bare(
@@ -164,14 +240,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sweep", action="store_true", help="adaptive vs fixed concurrency")
+    parser.add_argument("--knee", type=int, default=16, help="--sweep: server load knee")
+    parser.add_argument("--capacity", type=int, default=24, help="--sweep: 429 above this")
     args = parser.parse_args()
 
-    server, base_url = start_server(args.latency)
+    if args.sweep:
+        server, base_url = start_server(args.latency, args.knee, args.capacity)
+    else:
+        server, base_url = start_server(args.latency)
     try:
         with tempfile.TemporaryDirectory() as prompt_dir:
             (Path(prompt_dir) / "bench").mkdir()
             (Path(prompt_dir) / "bench" / "animal.j2").write_text(TEMPLATE)
             library = PromptLibrary.load(base_dir=prompt_dir)
+            if args.sweep:
+                sweep(args, library, base_url)
+                return
             config = LLMConfig(
                 backend="openai",
                 base_url=base_url,

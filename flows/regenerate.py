@@ -4,9 +4,12 @@ Renders with the templates in `prompts_dir` (they override the defaults by name)
 gives new prompt versions and so a new `generation_version`: the new items are written
 beside the old ones, never over them. Validation runs inside generation; CLAP scoring
 and filtering then run for this task, where cached scores of unchanged items are reused,
-so only the new items cost work. The `items` view marks the newest version of each
-(task, split) `is_current`; `item_versions`, `version_diff(...)` and `version_changes(...)`
-compare versions (warehouse/views/30_versions.sql).
+so only the new items cost work. The new version becomes current (`items.is_current`)
+when its completion manifest is written, for every split of the task at once; with
+`split`, the other splits keep their current version (see
+pipeline.tasks.common.completion). A failed generation leaves the previous version
+current. `item_versions`, `version_diff(...)` and `version_changes(...)` compare versions
+(warehouse/views/30_versions.sql).
 """
 
 from __future__ import annotations

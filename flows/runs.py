@@ -2,8 +2,10 @@
 
 The row is the run's partition `runs/flow=<flow>/run=<run id>`: written with status
 'running' when the run starts and replaced atomically with the final status, counts and
-the dataset version (generation versions, prompt versions) when it ends. A run that was
-killed keeps its 'running' row, which is how it shows up as unfinished in SQL.
+the dataset version (generation versions, prompt versions) when it ends. A run that fails
+(a stage error, a full disk: one ForgeError naming the file that could not be written)
+is recorded 'failed' with that first line as its error; only a run that was killed keeps
+its 'running' row, which is how it shows up as unfinished in SQL.
 """
 
 from __future__ import annotations
@@ -149,8 +151,15 @@ def finish_run(
     counts: dict[str, Any],
     error: BaseException | None = None,
 ) -> RunRecord:
-    """Replace the run's row with its final status, counts and dataset version."""
-    generations, prompts = dataset_version(warehouse, record.tasks)
+    """Replace the run's row with its final status, counts and dataset version. A failed
+    run is recorded failed even when the dataset version cannot be read (the failure may
+    be what broke the warehouse)."""
+    try:
+        generations, prompts = dataset_version(warehouse, record.tasks)
+    except Exception:
+        if status != "failed":
+            raise
+        generations, prompts = {}, {}
     record.status = status
     record.counts = json.dumps(counts, sort_keys=True, default=str)
     record.generation_versions = json.dumps(generations, sort_keys=True)

@@ -25,6 +25,15 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 
+import tempfile  # noqa: E402
+
+# `forge` commands run in subprocesses start (or reuse) the long-lived local Prefect server
+# recorded under PREFECT_HOME: give the test session its own home, and stop that server
+# when the session ends (see `_stop_forge_server`), so no test touches ~/.prefect and no
+# server outlives the suite.
+_SESSION_PREFECT_HOME = tempfile.mkdtemp(prefix="forge-test-prefect-home-")
+os.environ["PREFECT_HOME"] = _SESSION_PREFECT_HOME
+
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -34,6 +43,14 @@ from pipeline.ingest import ingest_source  # noqa: E402
 from pipeline.samples import SAMPLE_PATHS, sample_audio_root  # noqa: E402
 from pipeline.samples.audio import write_sample_audio  # noqa: E402
 from pipeline.storage import Warehouse  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_forge_server() -> Iterator[None]:
+    yield
+    from flows.server import stop_server
+
+    stop_server(Path(_SESSION_PREFECT_HOME))
 
 
 @pytest.fixture(scope="session")

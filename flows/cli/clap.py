@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import TaskOption, WarehouseOption, user_errors
+from flows.cli import preflight
+from flows.cli.common import TaskOption, WarehouseOption, flow_api, user_errors
 from pipeline.storage import Warehouse
 
 
@@ -54,6 +55,8 @@ def score(
     warehouse: WarehouseOption = None,
 ) -> None:
     """Score a task's current items with CLAP (raw scores into `clap_scores`)."""
+    preflight.check_clap(backend.value if backend else None, checkpoint)
+    root = str(Warehouse(warehouse).root)
     from flows.stages.clap import filter_stage, make_policy, score_stage
     from pipeline.clap.config import NOT_CONFIGURED, ClapConfig
 
@@ -63,12 +66,13 @@ def score(
         batch_size=batch_size,
         device=device.value if device else None,
     )
-    root = str(Warehouse(warehouse).root)
     if config is None:  # as in `build`: nothing to score, the filter stage marks items unscored
-        filter_stage(root, None, [task.value], make_policy(None, {}), None)
+        with flow_api():
+            filter_stage(root, None, [task.value], make_policy(None, {}), None)
         typer.echo(f"{task.value}: not scored: {NOT_CONFIGURED}")
         return
-    (s,) = score_stage(root, None, [task.value], config).summaries
+    with flow_api():
+        (s,) = score_stage(root, None, [task.value], config).summaries
     typer.echo(
         f"{task.value} ({s.backend}: {s.checkpoint}): {s.items_scored} items scored, "
         f"{s.items_unscored} unscored {s.unscored_by_reason or ''}; clips {s.clips_computed} "
@@ -107,14 +111,10 @@ def filter_items(
         )
         if value is not None
     }
-    report = filter_stage(
-        str(Warehouse(warehouse).root),
-        None,
-        [task.value],
-        make_policy(policy.value, params),
-        None,
-        scored=True,
-    )
+    root = str(Warehouse(warehouse).root)
+    chosen = make_policy(policy.value, params)
+    with flow_api():
+        report = filter_stage(root, None, [task.value], chosen, None, scored=True)
     (summary,) = report.summaries
     typer.echo(
         f"{summary.task} ({summary.policy} {summary.policy_params}): {summary.kept} kept, "

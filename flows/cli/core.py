@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli.common import WarehouseOption, user_errors
+from flows.cli import preflight
+from flows.cli.common import WarehouseOption, flow_api, user_errors
 from pipeline.sources import SOURCE_NAMES
 from pipeline.storage import Warehouse
 
@@ -42,15 +43,20 @@ def ingest(
     """Ingest one corpus's metadata into `clips` (bad rows go to `rejects`): the build's
     ingest stage for this one corpus (unchanged input files are not read again)."""
     from flows.stages.ingest import SourceInput, ingest_stage
+    from pipeline.errors import ForgeError
 
     if source not in SOURCE_NAMES:
-        raise typer.BadParameter(
-            f"unknown source {source!r}; choose one of {', '.join(SOURCE_NAMES)}"
+        raise ForgeError(
+            f"unknown source {source!r}; --source takes one of {', '.join(SOURCE_NAMES)}"
         )
+    path = preflight.existing_path(path, "--path")
+    if audio_root is not None:
+        audio_root = preflight.existing_path(audio_root, "--audio-root", kind="dir")
     corpus = SourceInput(
         source=source, path=str(path), audio_root=str(audio_root) if audio_root else None
     )
-    report = ingest_stage(str(Warehouse(warehouse).root), sources=[corpus])
+    with flow_api():
+        report = ingest_stage(str(Warehouse(warehouse).root), sources=[corpus])
     (summary,) = report.summaries
     typer.echo(
         f"{summary.source}: {summary.clips} clips, {summary.rejects} rejects "
@@ -73,7 +79,7 @@ def sql(
 
 def print_rows(columns: list[str], rows: list[tuple[Any, ...]], format: OutputFormat) -> None:
     if format is OutputFormat.csv:
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # as the DuckDB CLI writes
         writer.writerow(columns)
         writer.writerows(rows)
     elif format is OutputFormat.json:
@@ -96,17 +102,20 @@ def run(
 ) -> None:
     """The main job on the embedded sample data, offline: the `build` flow end to end.
 
-    Offline LLM rules (model `offline-rules`); CLAP from FORGE_CLAP_BACKEND/CHECKPOINT, or
-    items stay `unscored` when none is configured; training (on by default) uses the
-    sample config, whose audio embeddings come from an explicitly labelled tiny random CLAP.
+    Offline LLM rules (model `offline-rules`) unless OPENAI_BASE_URL / OPENAI_API_KEY
+    name an endpoint (then FORGE_LLM_MODEL is required); CLAP from
+    FORGE_CLAP_BACKEND/CHECKPOINT, or items stay `unscored` when none is configured;
+    training (on by default) uses the sample config, whose audio embeddings come from an
+    explicitly labelled tiny random CLAP.
     """
+    preflight.check_llm()
+    preflight.check_clap()
+    root = str(Warehouse(warehouse).root)
     from flows.build import build_flow
     from flows.cli.orchestration import print_build
     from flows.stages.params import BuildParams
 
-    params = BuildParams(
-        warehouse=str(Warehouse(warehouse).root),
-        llm={"backend": "offline"},
-        train={"enabled": train, "samples": True},
-    )
-    print_build(build_flow(params))
+    params = BuildParams(warehouse=root, train={"enabled": train, "samples": True})
+    with flow_api():
+        summary = build_flow(params)
+    print_build(summary)

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import WarehouseOption, user_errors
+from flows.cli import preflight
+from flows.cli.common import WarehouseOption, flow_api, user_errors
 from pipeline.storage import Warehouse
 
 TaskOption = Annotated[
@@ -72,10 +73,7 @@ def build(
     warehouse: WarehouseOption = None,
 ) -> None:
     """Run the whole pipeline (the `build` flow) for a set of tasks and sources."""
-    from flows.build import build_flow
-    from flows.stages.params import BuildParams
-
-    data = json.loads(params_file.read_text()) if params_file else {}
+    data = preflight.check_build_params_file(params_file) if params_file else {}
     data["warehouse"] = str(Warehouse(warehouse or data.get("warehouse")).root)
     if task:
         data["tasks"] = task
@@ -97,8 +95,37 @@ def build(
     if train_config:
         data.setdefault("train", {})["config"] = str(train_config.resolve())
     data.setdefault("runner", {}).update(runner=runner, dask_address=dask_address)
-    summary = build_flow(BuildParams.model_validate(data))
+    check_build(data)
+    from flows.build import build_flow
+    from flows.stages.params import BuildParams
+
+    params = BuildParams.model_validate(data)
+    with flow_api():
+        summary = build_flow(params)
     print_build(summary)
+
+
+def check_build(data: dict) -> None:
+    """The build's configuration errors, before Prefect or any stage starts."""
+    if data.get("tasks") is not None:
+        preflight.check_tasks(data["tasks"])
+    if data.get("stages") is not None:
+        preflight.check_stages(data["stages"])
+    for corpus in data.get("sources") or []:
+        if isinstance(corpus, dict):
+            preflight.existing_path(corpus.get("path") or "", f"--source {corpus.get('source')}")
+            if corpus.get("audio_root"):
+                preflight.existing_path(corpus["audio_root"], "audio root", kind="dir")
+    llm = dict(data.get("llm") or {})
+    preflight.check_llm(llm.pop("backend", None), llm.pop("model", None), **llm)
+    clap = data.get("clap") or {}
+    preflight.check_clap(clap.get("backend"), clap.get("checkpoint"))
+    prompts_dir = (data.get("generate") or {}).get("prompts_dir")
+    if prompts_dir:
+        preflight.existing_path(prompts_dir, "--prompts", kind="dir")
+    train_config = (data.get("train") or {}).get("config")
+    if train_config:
+        preflight.existing_path(train_config, "--train-config", kind="file")
 
 
 def parse_source(text: str) -> dict[str, str | None]:
@@ -110,11 +137,58 @@ def parse_source(text: str) -> dict[str, str | None]:
 
 
 def print_build(summary) -> None:  # flows.build.BuildSummary
+    """One line per stage. Pitch and generation lines are read back from the warehouse, so
+    they say what this run did even when Prefect returned a cached stage result (whose
+    counts describe the run that first computed it)."""
+    wh = Warehouse(summary.warehouse)
     typer.echo(f"build {summary.run_id} → {summary.warehouse}")
     for name, report in summary.stages.items():
-        typer.echo(f"  {name:<11} {json.dumps(report.counts, default=str)}")
+        counts = dict(report.counts)
+        if name == "pitch" and "measured" in counts:
+            counts = pitch_counts(wh, summary.run_id)
+        if name == "generate":
+            counts["generation_versions"] = generation_versions(
+                wh, counts.get("generation_versions") or {}
+            )
+        typer.echo(f"  {name:<11} {json.dumps(counts, default=str)}")
     if summary.training is not None:
         typer.echo(f"  {'train':<11} {json.dumps(summary.training, default=str)[:300]}")
+    for task, why in summary.incomplete.items():
+        typer.secho(f"incomplete: {task}: {why}", fg=typer.colors.YELLOW, err=True)
+    if summary.exit_code:
+        raise typer.Exit(summary.exit_code)
+
+
+def pitch_counts(wh: Warehouse, run_id: str) -> dict[str, int]:
+    """Clips measured by this run vs measured before (reused from `clip_pitch`)."""
+    (row,) = wh.rows(
+        "SELECT count(DISTINCT clip_id) FILTER (WHERE run_id = ?) AS measured, "
+        "count(DISTINCT clip_id) FILTER (WHERE run_id <> ?) AS cached FROM clip_pitch",
+        [run_id, run_id],
+    )
+    return {"measured": row["measured"], "cached": row["cached"]}
+
+
+def generation_versions(wh: Warehouse, produced: dict[str, str]) -> dict[str, str]:
+    """Per task: the version the stage produced, and the current one when they differ (a
+    cached stage result names the version it first wrote; a regenerate may have made
+    another current since)."""
+    rows = wh.rows(
+        "SELECT task, string_agg(DISTINCT generation_version, ',') AS versions "
+        "FROM items_current WHERE list_contains(?, task) GROUP BY task",
+        [list(produced)],
+    )
+    current = {r["task"]: r["versions"] for r in rows}
+    shown = {}
+    for task, version in produced.items():
+        now = current.get(task)
+        if now is None:
+            shown[task] = f"{version} (not current: no items)"
+        elif now == version:
+            shown[task] = version
+        else:
+            shown[task] = f"{version} (cached; current: {now})"
+    return shown
 
 
 @user_errors
@@ -132,19 +206,24 @@ def regenerate(
     warehouse: WarehouseOption = None,
 ) -> None:
     """New items for TASK with new templates, beside the old version; then score + filter."""
+    preflight.check_tasks([task])
+    prompts = preflight.existing_path(prompts, "--prompts", kind="dir")
+    preflight.check_llm(backend, model)
+    preflight.check_clap()
     from flows.regenerate import regenerate_flow
     from flows.stages.params import RegenerateParams
 
     params = RegenerateParams(
         task=task,
-        prompts_dir=str(prompts.resolve()),
+        prompts_dir=str(prompts),
         split=split,
         warehouse=str(Warehouse(warehouse).root),
         seed=seed,
         llm={"backend": backend, "model": model},
         runner={"runner": runner, "dask_address": dask_address},
     )
-    summary = regenerate_flow(params)
+    with flow_api():
+        summary = regenerate_flow(params)
     typer.echo(f"regenerate {summary.run_id}: {task}")
     for split_name, version in sorted(summary.current_versions.items()):
         before = summary.previous_versions.get(split_name)
@@ -166,4 +245,5 @@ def serve(
     """Serve the build, regenerate, export and train flows from this process (flow.serve)."""
     from flows.serve import serve_all
 
-    serve_all(limit=limit)
+    with flow_api():
+        serve_all(limit=limit)

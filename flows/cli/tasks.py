@@ -8,8 +8,13 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import TaskOption, WarehouseOption, user_errors
+from flows.cli import llm as llm_options
+from flows.cli import preflight
+from flows.cli.common import TaskOption, WarehouseOption, flow_api, user_errors
+from pipeline.errors import ForgeError
 from pipeline.storage import Warehouse
+
+SPLITS = ("train", "dev", "test", "wiki")
 
 
 class ExportFormat(StrEnum):
@@ -51,16 +56,34 @@ def generate(
         list[str] | None, typer.Option("--split", help="Only this split (repeatable).")
     ] = None,
     warehouse: WarehouseOption = None,
+    mode: llm_options.ModeOption = "live",
+    dry_run: llm_options.DryRunOption = False,
+    max_cost: llm_options.MaxCostOption = None,
+    max_tokens: llm_options.MaxTokensOption = None,
+    prices: llm_options.PricesOption = None,
 ) -> None:
     """Generate one task's items (the build's generate stage) and print the counts."""
-    from flows.stages.generate import GenerateSettings, generate_stage
-    from pipeline.llm import LLMConfig
-
-    config = LLMConfig.from_env(backend=backend.value if backend else None, model=model)
-    settings = GenerateSettings(
-        seed=seed, prompts_dir=str(prompts.resolve()) if prompts else None, splits=split or None
+    config = preflight.check_llm(
+        backend=backend.value if backend else None,
+        model=model,
+        **llm_options.run_overrides(mode, max_cost, max_tokens, prices),
     )
-    report = generate_stage(str(Warehouse(warehouse).root), None, [task.value], config, settings)
+    if prompts is not None:
+        prompts = preflight.existing_path(prompts, "--prompts", kind="dir")
+    unknown_splits = sorted(set(split or []) - set(SPLITS))
+    if unknown_splits:
+        raise ForgeError(f"unknown split {unknown_splits[0]!r}; --split takes one of {SPLITS}")
+    root = str(Warehouse(warehouse).root)
+    if dry_run:
+        llm_options.print_dry_run(root, task.value, config, prompts, seed, split or None)
+        return
+    from flows.stages.generate import GenerateSettings, generate_stage
+
+    settings = GenerateSettings(
+        seed=seed, prompts_dir=str(prompts) if prompts else None, splits=split or None
+    )
+    with flow_api():
+        report = generate_stage(root, None, [task.value], config, settings)
     (summary,) = report.summaries
     typer.echo(
         f"{summary.task} (version {summary.generation_version}): {summary.valid} valid, "
@@ -87,6 +110,7 @@ def export(
     warehouse: WarehouseOption = None,
 ) -> None:
     """Export a task's current valid items (the build's export stage) into OUT."""
+    root = str(Warehouse(warehouse).root)
     from flows.stages.publish import ExportSettings, export_stage
 
     settings = ExportSettings(
@@ -96,7 +120,8 @@ def export(
         include_dropped=include_dropped,
         extra_columns=extra_columns,
     )
-    report = export_stage(str(Warehouse(warehouse).root), [task.value], settings)
+    with flow_api():
+        report = export_stage(root, [task.value], settings)
     for exported in report.summaries:
         for path in exported.paths:
             typer.echo(path)
@@ -113,10 +138,12 @@ def report(
     """Print a task's quality report (counts, balance, duplicates, rejects, pitch gaps, and
     the CLAP part: kept/dropped per policy, score histograms as PNG beside --out, or under
     <warehouse>/reports/<task>/)."""
+    root = str(Warehouse(warehouse).root)
     from flows.stages.publish import report_stage
 
     figures_dir = str(out.resolve().parent) if out else None
-    report = report_stage(str(Warehouse(warehouse).root), [task.value], figures_dir)
+    with flow_api():
+        report = report_stage(root, [task.value], figures_dir)
     (output,) = report.summaries
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

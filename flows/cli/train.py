@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import WarehouseOption, user_errors
+from flows.cli.common import WarehouseOption, flow_api, user_errors
 from pipeline.storage import Warehouse
 
 ModelOption = Annotated[
@@ -18,6 +18,11 @@ ModelOption = Annotated[
         "--model", help="Saved model folder (default: the newest under <warehouse>/models)."
     ),
 ]
+
+
+class TrainTask(StrEnum):
+    animal = "auditorybench-animal"
+    pitch = "auditorybench-pitch"
 
 
 class TaskChoice(StrEnum):
@@ -55,18 +60,36 @@ def audiobert(
             "--resume", help="Run id of an interrupted training run to continue (same config)."
         ),
     ] = None,
+    task: Annotated[
+        list[TrainTask] | None,
+        typer.Option(
+            "--task", help="Train only these tasks (repeatable; default: the config's tasks)."
+        ),
+    ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain", help="Train even when a model of the same items and config exists."
+        ),
+    ] = False,
     warehouse: WarehouseOption = None,
 ) -> None:
-    """Train span detector + AudioBERT (the `train` flow); prints test accuracy vs baselines."""
+    """Train the span detector + one AudioBERT per task (the `train` flow); prints test
+    accuracy per evaluation row. Unchanged items and config reuse the saved model."""
     from flows.train import resolve_train_config, train_flow
 
-    resolve_train_config(str(config) if config else None, samples)  # config errors before Prefect
-    summary = train_flow(
-        warehouse=str(Warehouse(warehouse).root),
-        config=str(config.resolve()) if config else None,
-        samples=samples,
-        run_id=resume,
-    )
+    tasks = [t.value for t in task] if task else None
+    # Configuration errors surface before any flow or Prefect server starts.
+    resolve_train_config(str(config) if config else None, samples, tasks)
+    with flow_api():
+        summary = train_flow(
+            warehouse=str(Warehouse(warehouse).root),
+            config=str(config.resolve()) if config else None,
+            samples=samples,
+            run_id=resume,
+            tasks=tasks,
+            reuse=not retrain,
+        )
     for line in summary.lines():
         typer.echo(line)
 
@@ -79,7 +102,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     warehouse: WarehouseOption = None,
 ) -> None:
-    """Score a CSV with AudioBERT, the same model without audio, and the bare backbone."""
+    """Score an AuditoryBench CSV: the published-protocol row (gold span position, clip
+    retrieved by the detected span), end to end, text-only and backbone zero-shot."""
     from pipeline.training import evaluate_csv
 
     result = evaluate_csv(Warehouse(warehouse), csv, model_dir=model, max_rows=max_rows)

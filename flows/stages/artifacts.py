@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 from uuid import UUID
@@ -68,7 +67,11 @@ def publish(report: StageReport, description: str) -> StageReport:
     summary_key = artifact_key(report.stage, "summary")
     rows = [{k: _cell(v) for k, v in row.items()} for row in report.rows]
     table_id = create_table_artifact(key=table_key, table=rows, description=description)
-    summary = f"# {report.stage}\n\n{description}\n\n{markdown_table(rows)}\n{report.markdown}"
+    totals = [{"count": key, "value": _cell(value)} for key, value in report.counts.items()]
+    summary = (
+        f"# {report.stage}\n\n{description}\n\n{markdown_table(rows)}\n"
+        f"## Totals\n\n{markdown_table(totals)}\n{report.markdown}"
+    )
     summary_id = create_markdown_artifact(
         key=summary_key, markdown=summary, description=description
     )
@@ -77,9 +80,11 @@ def publish(report: StageReport, description: str) -> StageReport:
 
 
 def _cell(value: Any) -> Any:
+    """A table cell people read: nested values as 'k=v, ...' text, never raw JSON."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
-    return json.dumps(value, default=str)
+    flat = flatten(value)
+    return flat if isinstance(flat, str | int | float | bool) else str(flat)
 
 
 def _id(value: UUID | Any) -> str:

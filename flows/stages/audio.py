@@ -53,6 +53,42 @@ PITCH_TASK = "auditorybench-pitch"
 PITCH_POOL_SQL = (
     "source = 'laion630k'"  # the clips the pitch task pairs (pipeline.tasks.auditorybench)
 )
+# The stage's selection rule. A LAION clip whose latest `clip_categories` row puts it in a
+# broad category the pitch task pairs (pitch_comparison.PITCH_BROAD: music, object,
+# environment) is measured; a clip categorised otherwise (animal, declined, an unusable
+# reply) is skipped as not usable. Categories come from generation (step a), which runs
+# after this stage, so a clip with no category yet is measured too: generation could pair
+# it, and measuring it here keeps the work on the task runner. `clip_pitch` is keyed by
+# clip and parameters, so results stay valid whichever side measured them.
+PITCH_SELECTION_SQL = f"""
+WITH latest AS (
+    SELECT clip_id, arg_max(broad, categorized_at) AS broad,
+           arg_max(status, categorized_at) AS status
+    FROM clip_categories GROUP BY clip_id
+)
+SELECT c.clip_id, c.audio_root, c.audio_path,
+       CASE WHEN l.clip_id IS NULL THEN 'uncategorised'
+            WHEN l.status = 'ok' AND list_contains(?, l.broad) THEN 'usable'
+            ELSE 'not_usable' END AS pitch_use
+FROM clips c LEFT JOIN latest l USING (clip_id)
+WHERE {PITCH_POOL_SQL.replace("source", "c.source")}
+ORDER BY c.clip_id
+"""
+
+
+def pitch_selection(warehouse: Warehouse) -> dict[str, list[dict[str, Any]]]:
+    """LAION clip rows by pitch use: `usable` and `uncategorised` (both measured by the
+    stage) and `not_usable` (skipped); see PITCH_SELECTION_SQL."""
+    from pipeline.tasks.auditorybench.pitch_comparison import PITCH_BROAD
+
+    selection: dict[str, list[dict[str, Any]]] = {
+        "usable": [],
+        "not_usable": [],
+        "uncategorised": [],
+    }
+    for row in warehouse.rows(PITCH_SELECTION_SQL, [list(PITCH_BROAD)]):
+        selection[row.pop("pitch_use")].append(row)
+    return selection
 
 
 @task(name="pitch-batch", cache_key_fn=key_from_parameter, persist_result=True)
@@ -66,9 +102,10 @@ def pitch_batch(
 
 @flow(name="stage-pitch")
 def pitch_stage(warehouse: str, run_id: str, tasks: list[str]) -> StageReport:
-    """Measure the pitch of the pitch task's clip pool up front, in batches on the task
-    runner (so a Dask cluster shares the pYIN work); generation then finds every clip
-    measured (`clip_pitch` is keyed by clip and parameters) and measures nothing itself.
+    """Measure the pitch of the clips the pitch task can pair (PITCH_SELECTION_SQL) up
+    front, in batches on the task runner (so a Dask cluster shares the pitch work);
+    generation then finds its clips measured. The summary counts the clips skipped as not
+    usable and the uncategorised clips measured because no category was known yet.
     Not needed for other tasks: the stage reports that and does nothing."""
     wh = Warehouse(warehouse)
     if PITCH_TASK not in tasks:
@@ -79,10 +116,11 @@ def pitch_stage(warehouse: str, run_id: str, tasks: list[str]) -> StageReport:
     pitch_config = TASKS[PITCH_TASK].pitch_config
     runner = pitch_batch.with_options(result_storage=results_dir(wh))
     futures = []
-    rows = wh.rows(
-        f"SELECT clip_id, audio_root, audio_path FROM clips WHERE {PITCH_POOL_SQL} ORDER BY 1"
+    selection = pitch_selection(wh)
+    to_measure = sorted(
+        selection["usable"] + selection["uncategorised"], key=lambda r: r["clip_id"]
     )
-    for batch in batches(rows):
+    for batch in batches(to_measure):
         key = stage_key(
             "pitch", wh, clips=batch, pitch=pitch_config, code=code_fingerprint(*PITCH_CODE)
         )
@@ -95,6 +133,8 @@ def pitch_stage(warehouse: str, run_id: str, tasks: list[str]) -> StageReport:
         counts={
             "measured": sum(s.measured for s in summaries),
             "cached": sum(s.cached for s in summaries),
+            "skipped_not_usable": len(selection["not_usable"]),
+            "measured_uncategorised": len(selection["uncategorised"]),
         },
     )
     return publish(report, "Pitch measured per batch of clips, by status.")
@@ -150,3 +190,34 @@ def _not_configured(stage: str) -> StageReport:
         counts={"not_run": NOT_CONFIGURED},
     )
     return publish(report, f"{stage}: not run (no CLAP checkpoint configured).")
+
+
+@flow(name="stage-sound-groups")
+def sound_groups_stage(warehouse: str, run_id: str) -> StageReport:
+    """Fingerprint the clips that have none yet, then regroup every clip into sounds
+    (pipeline.tasks.common.sound_groups) and rewrite `sound_group_members`, so the
+    `sound_groups` and `leakage` views describe what generation will split by."""
+    from collections import Counter
+
+    from pipeline.audio.fingerprint import fingerprint_clips
+    from pipeline.tasks.common.sound_groups import compute_sound_groups, write_sound_groups
+
+    wh = Warehouse(warehouse)
+    counts: Counter[str] = Counter()
+    for batch in batches(clip_rows(wh)):
+        counts.update(fingerprint_clips(wh, [r["clip_id"] for r in batch], run_id))
+    _, groups = compute_sound_groups(wh)
+    write_sound_groups(wh, groups, run_id)
+    linked = [c for c, kinds in groups.linked_by.items() if kinds]
+    by_kind = Counter(kind for c in linked for kind in groups.linked_by[c])
+    report = StageReport(
+        stage="sound_groups",
+        rows=[{"link": kind, "clips": n} for kind, n in sorted(by_kind.items())],
+        counts={
+            "fingerprints": dict(counts),
+            "groups": len(set(groups.group_of.values())),
+            "linked_clips": len(linked),
+            **groups.notes,
+        },
+    )
+    return publish(report, "Clips linked into sound groups, by link kind.")

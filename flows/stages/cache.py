@@ -13,6 +13,12 @@ The cached value (the stage's pydantic summary) is stored under
 `<warehouse>/prefect_results/`, next to the data it describes; the data itself is in the
 warehouse tables the stage wrote. Only tables the task does NOT itself write may be listed
 as reads, or a rerun would see its own output and never hit the cache.
+
+A key alone cannot say whether the work it stands for is still done: the outputs may have
+been deleted (`make clean` keeps `prefect_results/` but removes `data/`), or the cached
+result may record unfinished work (failed LLM calls). Stages therefore read the cached
+summary first (`cached_summary`) and run the task with `refresh_cache=True` when its
+outputs are gone or it left work unfinished; the fresh result then replaces the record.
 """
 
 from __future__ import annotations
@@ -100,3 +106,18 @@ def _jsonable(value: Any) -> Any:
 def key_from_parameter(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Prefect `cache_key_fn`: stage tasks take their precomputed key as `cache_key`."""
     return str(parameters["cache_key"])
+
+
+def cached_summary(warehouse: Warehouse, cache_key: str) -> Any | None:
+    """The value Prefect cached under `cache_key` for this warehouse, or None when there
+    is none or it cannot be read (then the task simply runs)."""
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+
+    if not (warehouse.root / RESULTS_DIR / cache_key).is_file():
+        return None
+    store = ResultStore(result_storage=LocalFileSystem(basepath=str(results_dir(warehouse))))
+    try:
+        return store.read(cache_key).result
+    except Exception:  # unreadable or from an older code version: recompute
+        return None

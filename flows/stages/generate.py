@@ -7,6 +7,15 @@ concurrency limit `llm:<endpoint host>` while it runs, so concurrent flow runs t
 the same endpoint share its budget; the limit is created (with the engine's concurrency)
 when absent. Network failures are retried by Prefect on top of the engine's own
 per-request retries; requests that already succeeded come from the `llm_calls` cache.
+
+A failed generation never becomes current: the version is made current by its completion
+manifest, written last (pipeline.tasks.common.completion), and a run whose endpoint
+refuses it (unreachable, 401/403, unknown model, or more than `max_failed_share` of its
+calls failed) raises before writing anything. Such errors are not retried by Prefect
+(retrying cannot fix a wrong URL or key, and the user should hear at once), and the stage
+fails with one line naming the endpoint, the cause and that the current items are
+unchanged. A cached result is reused only while its manifest exists and it left no failed
+calls; otherwise the task runs again and the engine resends only the calls not yet `ok`.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.runs import current_run_id, endpoint_host
 from flows.stages.artifacts import StageReport, publish, summary_row
 from flows.stages.cache import (
+    cached_summary,
     code_fingerprint,
     files_fingerprint,
     key_from_parameter,
@@ -32,7 +42,7 @@ from flows.stages.cache import (
     tables_fingerprint,
 )
 from pipeline.config import default_prompts_dir
-from pipeline.errors import ForgeError
+from pipeline.errors import ForgeError, LLMEndpointError
 from pipeline.llm import LLMConfig
 from pipeline.storage import Warehouse
 from pipeline.tasks import GenerateSummary, generate_task
@@ -54,6 +64,13 @@ class GenerateSettings(BaseModel):
     splits: list[str] | None = Field(default=None, description="Only these splits (None: all).")
     retries: int = Field(default=2, ge=0, description="Prefect retries of a failed LLM task.")
     retry_delay_s: float = Field(default=10.0, ge=0)
+    max_failed_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Fail the task (nothing becomes current) when more than this share of "
+        "the LLM calls behind its items got no answer from the endpoint.",
+    )
 
 
 def llm_limit_name(config: LLMConfig) -> str | None:
@@ -87,7 +104,22 @@ def endpoint_slots(config: LLMConfig, slots: int) -> Iterator[None]:
         yield
 
 
-@task(name="generate-task", cache_key_fn=key_from_parameter, persist_result=True)
+def retry_worthwhile(task: object, task_run: object, state: object) -> bool:
+    """Prefect `retry_condition_fn`: retry transient failures only. An error the user must
+    fix (a ForgeError: endpoint refusing the run, bad configuration, bad input) fails at
+    once; the engine's exhausted failure budget is retried (its causes are often brief)."""
+    from pipeline.llm.engine import LLMFailureBudgetExceeded
+
+    exc = state.result(raise_on_failure=False)  # type: ignore[attr-defined]
+    return not isinstance(exc, ForgeError) or isinstance(exc, LLMFailureBudgetExceeded)
+
+
+@task(
+    name="generate-task",
+    cache_key_fn=key_from_parameter,
+    persist_result=True,
+    retry_condition_fn=retry_worthwhile,
+)
 def generate_one(
     warehouse: str,
     task_id: str,
@@ -106,6 +138,7 @@ def generate_one(
             prompts_override=settings.prompts_dir,
             seed=settings.seed,
             splits=settings.splits,
+            max_failed_share=settings.max_failed_share,
         )
     get_run_logger().info(
         "%s: %d valid, %d rejected %s",
@@ -163,7 +196,8 @@ def generate_stage(
     failures: list[tuple[str, BaseException]] = []
     for task_id in tasks:
         key = generate_key(wh, task_id, llm_config, settings)
-        state = runner(
+        run = runner.with_options(refresh_cache=True) if must_rerun(wh, key) else runner
+        state = run(
             str(wh.root), task_id, llm_config, settings, run_id, slots, key, return_state=True
         )
         if state.is_completed():
@@ -187,9 +221,40 @@ def generate_stage(
     )
     publish(report, f"Items generated per task (LLM: {llm_config.model}).")
     if failures:
-        names = ", ".join(f"{t} ({type(e).__name__}: {e})" for t, e in failures)
-        raise StageFailed(f"generate failed for {names}") from failures[0][1]
+        raise StageFailed("; ".join(failure_line(t, e) for t, e in failures)) from failures[0][1]
     return report
+
+
+def must_rerun(warehouse: Warehouse, cache_key: str) -> bool:
+    """Whether the result cached under `cache_key` must not be reused: its completion
+    manifest is gone (data deleted), it predates manifests, it left failed LLM calls, or
+    another version became current since (asking again for this one makes it current;
+    its LLM calls come from `llm_calls`, so that costs no request)."""
+    from pipeline.tasks.common.completion import has_manifest
+
+    cached = cached_summary(warehouse, cache_key)
+    if not isinstance(cached, GenerateSummary):
+        return False  # nothing cached: the task runs anyway
+    if getattr(cached, "failed_calls", 0):
+        return True
+    if not cached.items:
+        return False
+    if not has_manifest(warehouse, getattr(cached, "completion", None)):
+        return True
+    current = warehouse.rows(
+        "SELECT DISTINCT generation_version FROM items_current WHERE task = ?", [cached.task]
+    )
+    return cached.generation_version not in {row["generation_version"] for row in current}
+
+
+def failure_line(task_id: str, exc: BaseException) -> str:
+    """One line for one failed task, ending with what it means for the user's data."""
+    if isinstance(exc, LLMEndpointError):
+        cause = str(exc)
+    else:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        cause = f"generate {task_id} failed ({type(exc).__name__}: {first})"
+    return f"{cause}; the current {task_id} items are unchanged"
 
 
 class StageFailed(ForgeError):

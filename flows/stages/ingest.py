@@ -1,4 +1,9 @@
-"""Ingest stage: source corpora into `clips` (bad rows into `rejects`), one task per source."""
+"""Ingest stage: source corpora into `clips` (bad rows into `rejects`), one task per source.
+
+Each source instance (name + input path) is one cached task. Its cached result is reused
+only while the partitions it wrote are on disk: after `make clean` (which keeps
+`prefect_results/` but removes `data/`) the source is read again.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from flows.runs import current_run_id
 from flows.stages.artifacts import StageReport, publish, summary_row
 from flows.stages.cache import code_fingerprint, files_fingerprint, key_from_parameter, results_dir
 from flows.stages.cache import stage_key as make_key
-from pipeline.ingest import IngestSummary, ingest_source
+from pipeline.ingest import IngestSummary, clips_partition, ingest_source, rejects_partition
 from pipeline.samples import SAMPLE_PATHS, sample_audio_root
 from pipeline.samples.audio import write_sample_audio
 from pipeline.storage import Warehouse
@@ -63,6 +68,15 @@ def ingest_key(warehouse: Warehouse, source: SourceInput) -> str:
     )
 
 
+def outputs_missing(warehouse: Warehouse, source: SourceInput) -> bool:
+    """Whether the partitions an ingest of `source` writes are gone (or never written)."""
+    path = Path(source.path)
+    return not (
+        warehouse.partition_path("clips", clips_partition(source.source, path)).exists()
+        and warehouse.partition_path("rejects", rejects_partition(source.source, path)).exists()
+    )
+
+
 @flow(name="stage-ingest")
 def ingest_stage(
     warehouse: str, run_id: str | None = None, sources: list[SourceInput] | None = None
@@ -72,9 +86,13 @@ def ingest_stage(
     wh = Warehouse(warehouse)
     run_id = run_id or current_run_id()
     chosen = sources if sources is not None else sample_sources(wh)
+    wh.ensure_catalog()  # once here, not racing in every concurrent task of a fresh warehouse
     cached = ingest_one.with_options(result_storage=results_dir(wh))
     futures = [
-        cached.submit(str(wh.root), source, run_id, ingest_key(wh, source)) for source in chosen
+        (cached.with_options(refresh_cache=True) if outputs_missing(wh, source) else cached).submit(
+            str(wh.root), source, run_id, ingest_key(wh, source)
+        )
+        for source in chosen
     ]
     summaries: list[IngestSummary] = [f.result() for f in futures]
     report = StageReport(

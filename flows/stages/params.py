@@ -8,8 +8,9 @@ from the environment when the HTTP client is created.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.runners import RunnerConfig
 from flows.stages.generate import GenerateSettings
@@ -30,9 +31,27 @@ class LLMParams(BaseModel):
     base_url: str | None = None
     concurrency: int | None = Field(default=None, ge=1)
     max_failures: int | None = Field(default=None, ge=1)
+    refusal_limit: int | None = Field(
+        default=None, ge=1, description="Refusal-class failures in a row that stop the run."
+    )
+    max_failed_share: float | None = Field(
+        default=None, ge=0, le=1, description="Failed share of calls that stops the run."
+    )
     timeout_s: float | None = Field(default=None, gt=0)
     max_retries: int | None = Field(default=None, ge=0)
     backoff_base_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, url: str | None) -> str | None:
+        # Prefect stores flow parameters (and `runs.parameters` keeps them): a password here
+        # would be kept in both. The full URL belongs in $OPENAI_BASE_URL on the worker.
+        if url and urlsplit(url).password is not None:
+            raise ValueError(
+                "llm.base_url must not carry credentials (user:password@): parameters are "
+                "stored; give the bare URL here and the full one in $OPENAI_BASE_URL"
+            )
+        return url
 
     def config(self):  # -> pipeline.llm.LLMConfig (imported lazily: keeps this module light)
         from pipeline.llm import LLMConfig

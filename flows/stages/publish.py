@@ -7,7 +7,7 @@ from pathlib import Path
 from prefect import flow, task
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.stages.artifacts import StageReport, publish
+from flows.stages.artifacts import StageReport, markdown_table, publish
 from flows.stages.cache import (
     code_fingerprint,
     key_from_parameter,
@@ -19,10 +19,12 @@ from pipeline.clap.report import clap_report
 from pipeline.errors import ForgeError
 from pipeline.storage import Warehouse
 from pipeline.tasks import TASKS, TaskReport, export_task, report_task
+from pipeline.tasks.common.plots import write_task_plots
+from pipeline.viewer.reviews import ReviewSummary, review_summary
 
 EXPORT_CODE = ("pipeline/tasks",)
 NATIVE_FORMATS = "native"
-EXPORT_READS = ("item_records", "item_filters", "clips")
+EXPORT_READS = ("item_records", "item_filters", "item_reviews", "clips")
 
 
 class ExportSettings(BaseModel):
@@ -151,6 +153,8 @@ class TaskReportOutput(BaseModel):
     report: TaskReport
     markdown: str
     figures_dir: str
+    plots: list[str] = Field(default_factory=list)  # PNG files written (task plots + CLAP)
+    reviews: ReviewSummary | None = None
 
 
 @task(name="report-task")
@@ -159,9 +163,25 @@ def report_one(warehouse: str, task_id: str, figures_dir: str | None) -> TaskRep
     figures = Path(figures_dir) if figures_dir else wh.root / "reports" / task_id
     figures.mkdir(parents=True, exist_ok=True)
     report = report_task(wh, task_id)
-    markdown = report.markdown() + "\n\n" + clap_report(wh, task_id, figures)
+    plots = write_task_plots(wh, task_id, figures)
+    reviews = review_summary(wh, task_id)
+    plot_lines = [f"![{p.stem}]({p.name})" for p in plots]
+    markdown = "\n\n".join(
+        [
+            report.markdown(),
+            reviews.markdown(),
+            "## Plots\n\n" + ("\n".join(plot_lines) or "_nothing to plot_") + "\n",
+            clap_report(wh, task_id, figures),
+        ]
+    )
+    written = [*plots, *sorted(figures.glob(f"clap_scores_{task_id}_*.png"))]
     return TaskReportOutput(
-        task=task_id, report=report, markdown=markdown, figures_dir=str(figures)
+        task=task_id,
+        report=report,
+        markdown=markdown,
+        figures_dir=str(figures),
+        plots=[str(p) for p in written],
+        reviews=reviews,
     )
 
 
@@ -188,10 +208,32 @@ def report_stage(warehouse: str, tasks: list[str], figures_dir: str | None = Non
                     "labels": ", ".join(f"{k}={v}" for k, v in sorted(split.labels.items())),
                 }
             )
+    plot_links = "\n".join(
+        f"- {o.task}: "
+        + ", ".join(f"[{Path(p).stem}]({Path(p).resolve().as_uri()})" for p in o.plots)
+        for o in outputs
+        if o.plots
+    )
+    reviews = [
+        {
+            "task": o.task,
+            "reviewed": o.reviews.reviewed,
+            "accepted": o.reviews.accepted,
+            "rejected": o.reviews.rejected,
+            "agree with filters": o.reviews.agree,
+        }
+        for o in outputs
+        if o.reviews
+    ]
     stage = StageReport(
         stage="report",
         rows=rows,
-        markdown="\n\n".join(o.markdown for o in outputs),
+        markdown="## Plots (PNG files)\n\n"
+        + (plot_links or "_none written_")
+        + "\n\n## Human review\n\n"
+        + markdown_table(reviews)
+        + "\n\n"
+        + "\n\n".join(o.markdown for o in outputs),
         counts={
             o.task: {"cross_split_duplicates": o.report.cross_split_duplicates} for o in outputs
         },

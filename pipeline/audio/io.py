@@ -7,8 +7,11 @@ A clip's audio lives at `audio_root / audio_path` (columns of `clips`). Two layo
   shard's member index (name → byte offset, size) is read once per shard and cached, so
   each clip is one seek + read, never a scan of the shard.
 
-Decoding uses soundfile; resampling uses librosa's soxr backend, skipped when the file is
-already at the requested rate. Problems raise `AudioLoadError` with a machine-readable
+Decoding uses soundfile; mono is the mean of the channels, taken before resampling;
+resampling uses librosa's soxr backend (`soxr_hq`), skipped when the file is already at the
+requested rate. So a clip decoded at 48 kHz has the samples `librosa.load(path, sr=48000)`
+gives (librosa 0.11: channel mean, then `resample(res_type="soxr_hq")`), the input
+laion-clap's README path and the transformers CLAP extractor expect. Problems raise `AudioLoadError` with a machine-readable
 `reason` (`missing`, `unreadable`, `silent`, `too_short`) that callers record per clip
 instead of crashing the run.
 """

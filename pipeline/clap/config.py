@@ -1,8 +1,10 @@
 """CLAP settings: which backend and checkpoint, where to run, how to batch and crop.
 
 `ClapConfig.from_env()` reads `FORGE_CLAP_BACKEND` (laion | hf) and `FORGE_CLAP_CHECKPOINT`
-(a `.pt` file for laion; a local directory or hub id for hf) and returns None when no
-checkpoint is configured, so stages can mark items `unscored` instead of failing.
+(a `.pt` file for laion; a local directory or hub id for hf), optionally
+`FORGE_CLAP_DEVICE`, `FORGE_CLAP_TOKENIZER`, `FORGE_CLAP_CROP_POLICY` (mean | reference |
+loudest) and `FORGE_CLAP_CROP_SEED`, and returns None when no checkpoint is configured,
+so stages can mark items `unscored` instead of failing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ BACKEND_ENV = "FORGE_CLAP_BACKEND"
 CHECKPOINT_ENV = "FORGE_CLAP_CHECKPOINT"
 DEVICE_ENV = "FORGE_CLAP_DEVICE"
 TOKENIZER_ENV = "FORGE_CLAP_TOKENIZER"
+CROP_POLICY_ENV = "FORGE_CLAP_CROP_POLICY"
+CROP_SEED_ENV = "FORGE_CLAP_CROP_SEED"
 
 NOT_CONFIGURED = (
     f"no CLAP checkpoint configured: set {BACKEND_ENV} (laion|hf) and {CHECKPOINT_ENV} "
@@ -26,7 +30,7 @@ NOT_CONFIGURED = (
 )
 
 Backend = Literal["laion", "hf"]
-CropPolicy = Literal["mean", "loudest"]
+CropPolicy = Literal["mean", "reference", "loudest"]
 
 
 class ClapConfig(BaseModel):
@@ -46,8 +50,18 @@ class ClapConfig(BaseModel):
     )
     batch_size: int = Field(default=16, ge=1)
     crop_seconds: float = Field(default=10.0, gt=0)
-    crop_policy: CropPolicy = "mean"
+    crop_policy: CropPolicy = Field(
+        default="mean",
+        description="clips longer than a crop: mean of evenly spread crops, the reference "
+        "libraries' seeded random crop / fused view, or the loudest crop (pipeline.clap.crops)",
+    )
     max_crops: int = Field(default=6, ge=1, description="cap on crops per long clip (mean policy)")
+    crop_seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="reference policy: numpy seed set before each clip's crop",
+    )
     decode_workers: int = Field(default=2, ge=1)
 
     @classmethod
@@ -66,5 +80,9 @@ class ClapConfig(BaseModel):
             values["device"] = os.environ[DEVICE_ENV]
         if os.environ.get(TOKENIZER_ENV):
             values["tokenizer"] = os.environ[TOKENIZER_ENV]
+        if os.environ.get(CROP_POLICY_ENV):
+            values["crop_policy"] = os.environ[CROP_POLICY_ENV]
+        if os.environ.get(CROP_SEED_ENV):
+            values["crop_seed"] = os.environ[CROP_SEED_ENV]
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)

@@ -6,18 +6,25 @@ which returns Markdown referencing the PNGs it wrote.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.storage import Warehouse
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def score_histograms(warehouse: Warehouse, task: str, out_dir: Path) -> list[Path]:
-    """One PNG per (backend, checkpoint) scored for `task`: primary vs caption vs other scores."""
+
+def score_histogram_figures(warehouse: Warehouse, task: str) -> list[tuple[str, Figure]]:
+    """One figure per (backend, checkpoint) scored for `task`: generated text vs caption vs
+    other scores, on the observed score range (scales differ by checkpoint), with the
+    threshold of the latest policy run on that checkpoint drawn and its kept/dropped counts
+    in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = warehouse.rows(
         "SELECT backend, checkpoint, CASE WHEN is_primary THEN 'generated text' "
@@ -29,27 +36,74 @@ def score_histograms(warehouse: Warehouse, task: str, out_dir: Path) -> list[Pat
     for row in rows:
         key = (row["backend"], row["checkpoint"])
         groups.setdefault(key, {}).setdefault(row["kind"], []).append(row["score"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    policies = {(c["backend"], c["checkpoint"]): c for c in _latest_policy(warehouse, task)}
+    figures = []
     for index, ((backend, checkpoint), kinds) in enumerate(sorted(groups.items()), start=1):
-        figure, axis = plt.subplots(figsize=(7, 4))
+        figure = Figure(figsize=(7, 4))
+        axis = figure.add_subplot()
+        values = [v for scores in kinds.values() for v in scores]
+        low, high = min(values), max(values)
+        pad = max((high - low) * 0.05, 1e-3)
         for kind in ("generated text", "clip caption", "other texts"):
             if kinds.get(kind):
                 axis.hist(
                     kinds[kind],
                     bins=40,
-                    range=(-1, 1),
+                    range=(low - pad, high + pad),
                     alpha=0.55,
                     label=f"{kind} ({len(kinds[kind])})",
                 )
-        axis.set_xlabel("CLAP cosine score")
+        policy = policies.get((backend, checkpoint))
+        threshold = _threshold(policy)
+        if policy is not None and threshold is not None:
+            axis.axvline(
+                threshold,
+                color="red",
+                linestyle="--",
+                label=f"{policy['policy']} threshold {threshold:g}: kept {policy['kept']}, "
+                f"dropped {policy['dropped']}",
+            )
+        axis.set_xlabel("CLAP cosine score (observed range)")
         axis.set_ylabel("pairs")
         axis.set_title(f"{task}: {backend} {Path(checkpoint).name}", fontsize=10)
         axis.legend(fontsize=8)
         figure.tight_layout()
-        path = out_dir / f"clap_scores_{task}_{index}.png"
+        figures.append((f"clap_scores_{task}_{index}", figure))
+    return figures
+
+
+def _latest_policy(warehouse: Warehouse, task: str) -> list[dict[str, Any]]:
+    """Per checkpoint: the latest policy run's name, params and kept/dropped counts."""
+    return [
+        c
+        for c in filter_counts(warehouse, task)
+        if c["checkpoint"]
+        and c["policy_params"]
+        == warehouse.rows(
+            "SELECT arg_max(policy_params, decided_at) AS p FROM item_filters "
+            "WHERE task = ? AND checkpoint = ?",
+            [task, c["checkpoint"]],
+        )[0]["p"]
+    ]
+
+
+def _threshold(policy: dict[str, Any] | None) -> float | None:
+    if policy is None:
+        return None
+    try:
+        value = json.loads(policy["policy_params"] or "{}").get("threshold")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def score_histograms(warehouse: Warehouse, task: str, out_dir: Path) -> list[Path]:
+    """The score histograms saved as `<out_dir>/clap_scores_<task>_<n>.png`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, figure in score_histogram_figures(warehouse, task):
+        path = out_dir / f"{name}.png"
         figure.savefig(path, dpi=100)
-        plt.close(figure)
         paths.append(path)
     return paths
 

@@ -2,7 +2,13 @@
 
 Both return L2-normalised 512-d float32 embeddings for texts and for fixed-length
 48 kHz mono crops; `ClapScorer.embed_waveforms` applies the crop policy
-(`pipeline.clap.crops`) to clips of any length. The model is loaded once per process
+(`pipeline.clap.crops`) to clips of any length. Audio preprocessing follows the reference
+calls (laion-clap `CLAP_Module.get_audio_embedding_from_data`, transformers
+`ClapFeatureExtractor` + `ClapModel.get_audio_features`): repeatpad, int16 truncation
+(laion), and for fused transformers checkpoints the extractor's `is_longer` rule as it
+applies to one clip at a time — a clip alone in a batch is always `is_longer=True`
+(a long clip by its own rule; a short one because the extractor marks one random clip
+of an all-short batch). The model is loaded once per process
 (`load_scorer` caches by config), runs under `torch.inference_mode`, on CUDA when present
 with fp16/bf16 autocast, and computes log-mel features for a whole batch at once on the
 model's device (the HF feature extractor does it clip by clip in numpy).
@@ -14,11 +20,8 @@ substitutes random weights (those come only from `pipeline.clap.tiny`, by name).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
-import sys
 import threading
-import types
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,8 +31,20 @@ import numpy as np
 import torch
 
 from pipeline.clap.config import BACKEND_ENV, CHECKPOINT_ENV, TOKENIZER_ENV, ClapConfig
-from pipeline.clap.crops import make_crops, pool_crops, repeat_to_length
+from pipeline.clap.crops import (
+    PREPROCESSING,
+    fusion_chunk_starts,
+    make_crops,
+    pool_crops,
+    repeatpad,
+)
+from pipeline.clap.laion_model import (
+    build_laion_model,
+    laion_audio_model,
+    roberta_config_from_state,
+)
 from pipeline.errors import ForgeError, MissingArtifactError
+from pipeline.storage.checkpoints import load_checkpoint
 
 SAMPLE_RATE = 48_000
 EMBEDDING_DIM = 512
@@ -54,6 +69,7 @@ class ClapScorer(ABC):
     backend: str
     sample_rate: int = SAMPLE_RATE
     embedding_dim: int = EMBEDDING_DIM
+    fused: bool = False
 
     def __init__(self, config: ClapConfig, checkpoint_id: str, device: torch.device) -> None:
         self.config = config
@@ -64,10 +80,13 @@ class ClapScorer(ABC):
     @property
     def crop_policy(self) -> str:
         """Identifies how clips became crops; part of the embedding cache key."""
-        return (
-            f"{self.config.crop_policy}:{self.config.crop_seconds:g}s"
-            f"{f':max{self.config.max_crops}' if self.config.crop_policy == 'mean' else ''}"
-        )
+        policy, detail = self.config.crop_policy, ""
+        if policy == "mean":
+            detail = f":max{self.config.max_crops}"
+        elif policy == "reference":
+            policy = "fusion" if self.fused else "rand_trunc"
+            detail = f":seed{self.config.crop_seed}"
+        return f"{policy}:{self.config.crop_seconds:g}s{detail}:{PREPROCESSING}"
 
     # ---- public API ----------------------------------------------------------------
 
@@ -82,12 +101,12 @@ class ClapScorer(ABC):
 
     def embed_audio(self, crops: np.ndarray) -> np.ndarray:
         """(n, samples) float32 at `sample_rate` → (n, 512). Rows of another length than one
-        crop are repeat-padded or cut to it (use `embed_waveforms` for whole long clips)."""
+        crop are repeatpadded or cut to it (use `embed_waveforms` for whole long clips)."""
         crops = np.asarray(crops, dtype=np.float32)
         if crops.ndim == 1:
             crops = crops[None, :]
         if crops.shape[1] != self.crop_samples:
-            crops = np.stack([repeat_to_length(row, self.crop_samples) for row in crops])
+            crops = np.stack([repeatpad(row, self.crop_samples) for row in crops])
         out = np.zeros((crops.shape[0], self.embedding_dim), dtype=np.float32)
         for start in range(0, crops.shape[0], self.config.batch_size):
             out[start : start + self.config.batch_size] = self.embed_crop_batch(
@@ -96,7 +115,8 @@ class ClapScorer(ABC):
         return out
 
     def embed_crop_batch(self, crops: np.ndarray) -> np.ndarray:
-        """One forward pass over exactly-one-crop-long rows; no re-batching."""
+        """One forward pass over rows of `crops_for` output, all of one shape: one-crop-long
+        waveforms (n, samples), or precomputed model features (n, ...); no re-batching."""
         batch = torch.from_numpy(np.ascontiguousarray(crops, dtype=np.float32)).to(
             self.device, non_blocking=True
         )
@@ -104,8 +124,14 @@ class ClapScorer(ABC):
             return _normalised(self._embed_crop_batch(batch))
 
     def crops_for(self, waveform: np.ndarray) -> np.ndarray:
+        """A mono clip's model inputs by the crop policy: (n, crop_samples) waveforms, or
+        (1, ...) precomputed features where the reference builds them from the whole clip."""
         return make_crops(
-            waveform, self.crop_samples, self.config.crop_policy, self.config.max_crops
+            waveform,
+            self.crop_samples,
+            self.config.crop_policy,
+            self.config.max_crops,
+            self.config.crop_seed,
         )
 
     def embed_waveforms(self, waveforms: Sequence[np.ndarray]) -> np.ndarray:
@@ -113,12 +139,30 @@ class ClapScorer(ABC):
         crops = [self.crops_for(w) for w in waveforms]
         if not crops:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        flat = self.embed_audio(np.concatenate(crops))
-        out, start = [], 0
-        for clip_crops in crops:
-            out.append(pool_crops(flat[start : start + len(clip_crops)]))
-            start += len(clip_crops)
-        return np.stack(out)
+        # Rows of one shape (waveform crops, or one kind of precomputed features) batch
+        # together across clips; a clip's rows always share one shape.
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, clip_crops in enumerate(crops):
+            by_shape.setdefault(clip_crops.shape[1:], []).append(index)
+        out = np.zeros((len(crops), self.embedding_dim), dtype=np.float32)
+        for indices in by_shape.values():
+            flat = self.embed_rows(np.concatenate([crops[i] for i in indices]))
+            start = 0
+            for i in indices:
+                out[i] = pool_crops(flat[start : start + len(crops[i])])
+                start += len(crops[i])
+        return out
+
+    def embed_rows(self, rows: np.ndarray) -> np.ndarray:
+        """`crops_for` output of any count → (n, 512), in batches of `batch_size`."""
+        if rows.ndim == 2:
+            return self.embed_audio(rows)
+        out = np.zeros((rows.shape[0], self.embedding_dim), dtype=np.float32)
+        for start in range(0, rows.shape[0], self.config.batch_size):
+            out[start : start + self.config.batch_size] = self.embed_crop_batch(
+                rows[start : start + self.config.batch_size]
+            )
+        return out
 
     # ---- backend hooks -------------------------------------------------------------
 
@@ -200,9 +244,37 @@ class HfClapScorer(ClapScorer):
         # ones the Slaney bank ("rand_trunc"), exactly as ClapFeatureExtractor chooses.
         self.fused = bool(model.config.audio_config.enable_fusion)
         filters = extractor.mel_filters if self.fused else extractor.mel_filters_slaney
-        self.log_mel = BatchedLogMel(filters, extractor.fft_window_size, extractor.hop_length).to(
-            self.device
-        )
+        self.n_mels = int(np.asarray(filters).shape[1])
+        self.hop_length = int(extractor.hop_length)
+        cpu_log_mel = BatchedLogMel(filters, extractor.fft_window_size, extractor.hop_length)
+        self.log_mel = cpu_log_mel.to(self.device)
+        # Whole-clip fused views are built in the decode threads, on the CPU.
+        self._cpu_log_mel = cpu_log_mel if self.device.type == "cpu" else cpu_log_mel.cpu()
+
+    def crops_for(self, waveform: np.ndarray) -> np.ndarray:
+        if (
+            self.fused
+            and self.config.crop_policy == "reference"
+            and waveform.shape[-1] > self.crop_samples
+        ):
+            return self.fusion_view(waveform)[None]
+        return super().crops_for(waveform)
+
+    def fusion_view(self, waveform: np.ndarray) -> np.ndarray:
+        """(4, chunk frames, mels): the fused extractor's input for a clip longer than a crop —
+        the whole log-mel shrunk to one chunk, then front, middle and back chunks drawn
+        as after `np.random.seed(crop_seed)` (pipeline.clap.crops.fusion_chunk_starts)."""
+        with torch.inference_mode():
+            mel = self._cpu_log_mel(torch.from_numpy(np.asarray(waveform, np.float32))[None])[0, 0]
+            chunk = self.crop_samples // self.hop_length + 1  # frames of one centred crop
+            if mel.shape[0] == chunk:  # at most one hop longer: the whole clip is the chunk
+                return mel.expand(4, -1, -1).numpy().copy()
+            starts = fusion_chunk_starts(mel.shape[0], chunk, self.config.crop_seed)
+            shrunk = torch.nn.functional.interpolate(
+                mel[None, None], size=[chunk, self.n_mels], mode="bilinear", align_corners=False
+            )[0, 0]
+            views = [shrunk, *(mel[start : start + chunk] for start in starts)]
+            return torch.stack(views).numpy()
 
     def _embed_text_batch(self, texts: list[str]) -> torch.Tensor:
         tokens = self.processor.tokenizer(
@@ -211,11 +283,15 @@ class HfClapScorer(ClapScorer):
         return self.model.get_text_features(**tokens).pooler_output
 
     def _embed_crop_batch(self, crops: torch.Tensor) -> torch.Tensor:
-        mel = self.log_mel(crops)
-        if self.fused:
-            mel = mel.expand(-1, 4, -1, -1)
-        # A crop is exactly the model's window, so no clip counts as "longer".
-        is_longer = torch.zeros((crops.shape[0], 1), dtype=torch.bool, device=self.device)
+        if crops.ndim == 4:  # fused views precomputed from whole clips (`fusion_view`)
+            mel = crops
+        else:
+            mel = self.log_mel(crops)
+            if self.fused:
+                mel = mel.expand(-1, 4, -1, -1)
+        # Each row stands for one clip embedded on its own: fused, that is always
+        # is_longer=True (see the module docstring); unfused models ignore the flag.
+        is_longer = torch.full((crops.shape[0], 1), self.fused, device=self.device)
         return self.model.get_audio_features(input_features=mel, is_longer=is_longer).pooler_output
 
 
@@ -245,9 +321,16 @@ class LaionClapScorer(ClapScorer):
         )
 
     def _embed_crop_batch(self, crops: torch.Tensor) -> torch.Tensor:
-        # laion-clap quantises to int16 before embedding (get_audio_embedding_from_data).
-        crops = torch.round(crops.clamp(-1.0, 1.0) * 32767.0) / 32767.0
+        crops = quantise_int16(crops)
         return self.model.get_audio_embedding([{"waveform": row} for row in crops])
+
+
+def quantise_int16(waveforms: torch.Tensor) -> torch.Tensor:
+    """laion-clap's int16 round trip (get_audio_embedding_from_data), bit for bit: clip to
+    [-1, 1], scale by 32767 in float32, truncate toward zero as numpy's astype(np.int16)
+    does, divide by 32767 in float64 and cast back to float32."""
+    quantised = torch.trunc(waveforms.float().clamp(-1.0, 1.0) * 32767.0)
+    return (quantised.double() / 32767.0).float()
 
 
 # ---- loading --------------------------------------------------------------------------
@@ -298,143 +381,10 @@ def _load_hf(config: ClapConfig) -> HfClapScorer:
     return HfClapScorer(config, model, processor, checkpoint_id=config.checkpoint)
 
 
-# laion-clap imports torchvision (image transforms, FrozenBatchNorm2d) without needing it for
-# audio; no CPU torchvision wheel exists here. These stand-ins exist only while its modules
-# import, and raise if any image code path is ever used.
-_TORCHVISION_NAMES = {
-    "torchvision.transforms": (
-        "Normalize",
-        "Compose",
-        "RandomResizedCrop",
-        "InterpolationMode",
-        "ToTensor",
-        "Resize",
-        "CenterCrop",
-    ),
-    "torchvision.ops.misc": ("FrozenBatchNorm2d",),
-}
-
-
-def _unavailable(qualified: str) -> type:
-    def _fail(*_args: object, **_kwargs: object) -> None:
-        raise ImportError(f"{qualified} needs torchvision, which is not installed")
-
-    return type(qualified.rsplit(".", 1)[-1], (), {"__init__": _fail})
-
-
-def import_laion_clap_module() -> types.ModuleType:
-    """laion-clap's `clap_module` package, imported without the package's `__init__`.
-
-    `import laion_clap` runs `hook.py`, which loads three tokenizers from the hub at import
-    time and imports torchvision; the model code itself (`clap_module`) needs neither.
-    """
-    if "clap_module" in sys.modules:
-        return sys.modules["clap_module"]
-    spec = importlib.util.find_spec("laion_clap")
-    if spec is None or not spec.submodule_search_locations:
-        raise MissingArtifactError(
-            "the laion-clap package",
-            "an importable `laion_clap`",
-            "install it with `pip install --no-deps laion-clap==1.1.7` (see Makefile)",
-        )
-    import transformers  # noqa: F401  (imported first: its torchvision probe must see the truth)
-    from transformers import BartModel, BertModel, RobertaModel  # noqa: F401
-
-    shims: list[str] = []
-    if importlib.util.find_spec("torchvision") is None:
-        for module_name, names in _TORCHVISION_NAMES.items():
-            parts = module_name.split(".")
-            for depth in range(1, len(parts) + 1):
-                name = ".".join(parts[:depth])
-                if name not in sys.modules:
-                    sys.modules[name] = types.ModuleType(name)
-                    shims.append(name)
-                if depth > 1:
-                    setattr(
-                        sys.modules[".".join(parts[: depth - 1])],
-                        parts[depth - 1],
-                        sys.modules[name],
-                    )
-            for attr in names:
-                setattr(sys.modules[module_name], attr, _unavailable(f"{module_name}.{attr}"))
-    package_dir = spec.submodule_search_locations[0]
-    if package_dir not in sys.path:
-        sys.path.append(package_dir)  # laion-clap imports its model code as top-level `clap_module`
-    try:
-        import clap_module  # type: ignore[import-not-found]
-        import clap_module.model  # type: ignore[import-not-found]
-    finally:
-        for name in shims:
-            sys.modules.pop(name, None)
-    return clap_module
-
-
-def _laion_audio_model(state: dict[str, torch.Tensor]) -> str:
-    width = state["audio_branch.patch_embed.proj.weight"].shape[0]
-    names = {96: "HTSAT-tiny", 128: "HTSAT-base"}
-    if width not in names:
-        raise ForgeError(f"unrecognised LAION CLAP audio tower (patch embedding width {width})")
-    return names[width]
-
-
-def roberta_config_from_state(state: dict[str, torch.Tensor], heads: int = 12) -> dict[str, Any]:
-    """The RoBERTa text tower's shape, read from the checkpoint (roberta-base for LAION's)."""
-    prefix = "text_branch."
-    layers = {int(k.split(".")[3]) for k in state if k.startswith(prefix + "encoder.layer.")}
-    return {
-        "vocab_size": state[prefix + "embeddings.word_embeddings.weight"].shape[0],
-        "hidden_size": state[prefix + "embeddings.word_embeddings.weight"].shape[1],
-        "max_position_embeddings": state[prefix + "embeddings.position_embeddings.weight"].shape[0],
-        "type_vocab_size": state[prefix + "embeddings.token_type_embeddings.weight"].shape[0],
-        "num_hidden_layers": len(layers),
-        "num_attention_heads": heads,
-        "intermediate_size": state[prefix + "encoder.layer.0.intermediate.dense.weight"].shape[0],
-        "layer_norm_eps": 1e-5,
-        "pad_token_id": 1,
-    }
-
-
-def build_laion_model(
-    text_config: dict[str, Any], audio_model: str = "HTSAT-tiny", *, skip_init: bool = False
-) -> Any:
-    """A laion-clap CLAP model whose RoBERTa tower is built from `text_config`, not the hub.
-
-    laion-clap calls `RobertaModel.from_pretrained('roberta-base')` while constructing the
-    model — a download whose weights the checkpoint overwrites anyway; we build the same
-    architecture from a config instead, so loading works offline. `skip_init` skips
-    HTSAT's truncated-normal initialisation (seconds on CPU) when a checkpoint will
-    overwrite every weight anyway (the strict load below checks that it does).
-    """
-    from transformers import RobertaConfig, RobertaModel
-
-    clap_module = import_laion_clap_module()
-    model_module = sys.modules["clap_module.model"]
-
-    class _RobertaFromConfig:
-        @staticmethod
-        def from_pretrained(_name: str) -> RobertaModel:
-            return RobertaModel(RobertaConfig(**text_config), add_pooling_layer=True)
-
-    htsat_module = sys.modules["clap_module.htsat"]
-    original = model_module.RobertaModel, htsat_module.trunc_normal_
-    model_module.RobertaModel = _RobertaFromConfig
-    if skip_init:
-        htsat_module.trunc_normal_ = lambda tensor, *args, **kwargs: tensor
-    try:
-        model, _ = clap_module.create_model(
-            audio_model, "roberta", precision="fp32", device="cpu", enable_fusion=False
-        )
-    finally:
-        model_module.RobertaModel, htsat_module.trunc_normal_ = original
-    return model
-
-
 def read_laion_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict without DataParallel prefixes, extra metadata) of a LAION .pt file."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ForgeError(f"{path}: not a readable LAION CLAP checkpoint: {exc}") from exc
+    # Weights-only: a .pt is a pickle and may come from anywhere (see storage.checkpoints).
+    payload = load_checkpoint(path, what="LAION CLAP checkpoint")
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not state:
         raise ForgeError(f"{path}: no state_dict in the checkpoint")
@@ -459,11 +409,11 @@ def _load_laion(config: ClapConfig) -> LaionClapScorer:
             "laion/clap-htsat-fused"
         )
     text_config = meta.get("text_config") or roberta_config_from_state(state)
-    model = build_laion_model(text_config, _laion_audio_model(state), skip_init=True)
+    model = build_laion_model(text_config, laion_audio_model(state), skip_init=True)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ForgeError(
-            f"{path}: checkpoint does not fit the {_laion_audio_model(state)} CLAP model "
+            f"{path}: checkpoint does not fit the {laion_audio_model(state)} CLAP model "
             f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
         )
     tokenizer = load_roberta_tokenizer(meta.get("tokenizer") or config.tokenizer, path)

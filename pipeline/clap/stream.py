@@ -92,10 +92,12 @@ def embed_clip_stream(
     workers = workers or scorer.config.decode_workers
     max_in_flight = max(2 * workers, batch_size + workers)
     sync = scorer.device.type == "cuda"
-    queue: deque[tuple[int, np.ndarray]] = deque()  # (pending key, one crop)
+    # (pending key, one model-input row), one queue per row shape: waveform crops, and
+    # whole-clip feature views where the crop policy builds those (fused reference crops).
+    queues: dict[tuple[int, ...], deque[tuple[int, np.ndarray]]] = {}
     pending: dict[int, _Pending] = {}
 
-    def run_batch(limit: int) -> Iterator[ClipResult]:
+    def run_batch(queue: deque[tuple[int, np.ndarray]], limit: int) -> Iterator[ClipResult]:
         rows = [queue.popleft() for _ in range(min(limit, len(queue)))]
         t0 = time.perf_counter()
         embeddings = scorer.embed_crop_batch(np.stack([crop for _, crop in rows]))
@@ -138,9 +140,11 @@ def embed_clip_stream(
                     decoded.clip_id, n_crops=len(decoded.crops), audio_seconds=decoded.seconds
                 )
             )
+            queue = queues.setdefault(decoded.crops.shape[1:], deque())
             queue.extend((key, crop) for crop in decoded.crops)
             while len(queue) >= batch_size:
-                yield from run_batch(batch_size)
-        while queue:
-            yield from run_batch(batch_size)
+                yield from run_batch(queue, batch_size)
+        for queue in queues.values():
+            while queue:
+                yield from run_batch(queue, batch_size)
     timer.wall_seconds += time.perf_counter() - started

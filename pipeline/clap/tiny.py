@@ -19,14 +19,11 @@ from typing import Any
 import torch
 
 from pipeline.clap.config import ClapConfig
-from pipeline.clap.scorer import (
-    HfClapScorer,
-    LaionClapScorer,
-    build_laion_model,
-    resolve_device,
-)
+from pipeline.clap.laion_model import build_laion_model
+from pipeline.clap.scorer import HfClapScorer, LaionClapScorer, resolve_device
 
 TINY_HF_CHECKPOINT_ID = "tiny-random-hf-clap"
+TINY_HF_FUSED_CHECKPOINT_ID = "tiny-random-hf-clap-fused"
 TINY_LAION_CHECKPOINT_ID = "tiny-random-laion-clap"
 
 _WORDS = (
@@ -77,8 +74,9 @@ def build_tiny_tokenizer() -> Any:
     )
 
 
-def tiny_hf_model_config(vocab_size: int) -> Any:
-    """A ClapConfig (transformers) with the real architecture at toy width and depth."""
+def tiny_hf_model_config(vocab_size: int, fused: bool = False) -> Any:
+    """A ClapConfig (transformers) with the real architecture at toy width and depth;
+    `fused` enables the audio tower's feature fusion, as in laion/clap-htsat-fused."""
     from transformers import ClapConfig as HfClapConfig
 
     return HfClapConfig(
@@ -96,36 +94,45 @@ def tiny_hf_model_config(vocab_size: int) -> Any:
             "depths": [1, 1, 1, 1],
             "num_attention_heads": [1, 1, 1, 1],
             "window_size": 8,
+            "enable_fusion": fused,
         },
         projection_dim=512,
     )
 
 
-def build_tiny_hf_parts(seed: int = 0, model_config: Any = None) -> tuple[Any, Any]:
-    """(ClapModel with random weights, ClapProcessor) — what `save_pretrained` would write."""
+def build_tiny_hf_parts(
+    seed: int = 0, model_config: Any = None, *, fused: bool = False
+) -> tuple[Any, Any]:
+    """(ClapModel with random weights, ClapProcessor) — what `save_pretrained` would write.
+
+    The feature extractor truncates as the published checkpoints' do: `rand_trunc` for
+    unfused models, `fusion` for fused ones."""
     from transformers import ClapFeatureExtractor, ClapModel, ClapProcessor
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(seed)
-    model = ClapModel(model_config or tiny_hf_model_config(len(tokenizer))).eval()
+    model = ClapModel(model_config or tiny_hf_model_config(len(tokenizer), fused)).eval()
+    truncation = "fusion" if model.config.audio_config.enable_fusion else "rand_trunc"
     processor = ClapProcessor(
-        feature_extractor=ClapFeatureExtractor(truncation="rand_trunc"), tokenizer=tokenizer
+        feature_extractor=ClapFeatureExtractor(truncation=truncation), tokenizer=tokenizer
     )
     return model, processor
 
 
-def build_tiny_hf_clap(seed: int = 0, config: ClapConfig | None = None) -> HfClapScorer:
-    """For tests and offline smoke runs; random weights; checkpoint_id='tiny-random-hf-clap'."""
-    config = config or ClapConfig(backend="hf", checkpoint=TINY_HF_CHECKPOINT_ID, device="cpu")
-    model, processor = build_tiny_hf_parts(seed)
-    return HfClapScorer(
-        config, model, processor, TINY_HF_CHECKPOINT_ID, resolve_device(config.device)
-    )
+def build_tiny_hf_clap(
+    seed: int = 0, config: ClapConfig | None = None, *, fused: bool = False
+) -> HfClapScorer:
+    """For tests and offline smoke runs; random weights; checkpoint_id='tiny-random-hf-clap'
+    (or 'tiny-random-hf-clap-fused')."""
+    checkpoint = TINY_HF_FUSED_CHECKPOINT_ID if fused else TINY_HF_CHECKPOINT_ID
+    config = config or ClapConfig(backend="hf", checkpoint=checkpoint, device="cpu")
+    model, processor = build_tiny_hf_parts(seed, fused=fused)
+    return HfClapScorer(config, model, processor, checkpoint, resolve_device(config.device))
 
 
-def save_tiny_hf_clap(directory: Path, seed: int = 0) -> Path:
+def save_tiny_hf_clap(directory: Path, seed: int = 0, *, fused: bool = False) -> Path:
     """Write a tiny random ClapModel + processor as a local checkpoint directory."""
-    model, processor = build_tiny_hf_parts(seed)
+    model, processor = build_tiny_hf_parts(seed, fused=fused)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory

@@ -7,13 +7,19 @@ See docs/readme/llm.md. Public surface::
 """
 
 from pipeline.llm.config import LLMConfig
-from pipeline.llm.engine import EngineRunSummary, GenerationEngine, LLMFailureBudgetExceeded
+from pipeline.llm.engine import (
+    EngineRunSummary,
+    GenerationEngine,
+    LLMBudgetReached,
+    LLMFailureBudgetExceeded,
+)
 from pipeline.llm.prompts import PromptLibrary, PromptTemplate, Sampling, SanitizeLimits
 from pipeline.llm.records import LLMRequest, LLMResult
 
 __all__ = [
     "EngineRunSummary",
     "GenerationEngine",
+    "LLMBudgetReached",
     "LLMConfig",
     "LLMFailureBudgetExceeded",
     "LLMRequest",

@@ -99,7 +99,6 @@ def export_batch(
         unique.setdefault(prepared.key, prepared)
     cached = load_cached_ok(warehouse, list(unique))
     pending = [p for key, p in unique.items() if key not in cached]
-    mode = "json_object" if config.output_mode == "json_object" else "json_schema"
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.partial")
@@ -107,26 +106,8 @@ def export_batch(
     records = []
     with open(tmp, "w", encoding="utf-8") as handle:
         for item in pending:
-            body = request_body(config, item, mode)
-            line = {"custom_id": item.key, "method": "POST", "url": BATCH_URL, "body": body}
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            records.append(
-                {
-                    "call_key": item.key,
-                    "item_key": item.request.item_key,
-                    "prompt_name": item.template.name,
-                    "prompt_version": item.template.version,
-                    "model": config.model,
-                    "endpoint": config.endpoint,
-                    "params": json.dumps(item.params, sort_keys=True),
-                    "seed": item.seed,
-                    "messages": json.dumps(item.messages, ensure_ascii=False),
-                    "reply_schema": json.dumps(item.template.schema, sort_keys=True),
-                    "batch_file": str(out_path.resolve()),
-                    "run_id": run_id,
-                    "created_at": now,
-                }
-            )
+            handle.write(json.dumps(batch_line(config, item), ensure_ascii=False) + "\n")
+            records.append(request_record(config, item, str(out_path.resolve()), run_id, now))
     if records:
         warehouse.write_partition(
             "llm_batch_requests",
@@ -137,6 +118,38 @@ def export_batch(
     return BatchExportSummary(
         requests=len(requests), cached=len(cached), exported=len(pending), path=str(out_path)
     )
+
+
+def request_record(
+    config: LLMConfig, item: Any, batch_file: str, run_id: str, now: Any
+) -> dict[str, Any]:
+    """The `llm_batch_requests` row of one prepared request written to `batch_file`."""
+    return {
+        "call_key": item.key,
+        "item_key": item.request.item_key,
+        "prompt_name": item.template.name,
+        "prompt_version": item.template.version,
+        "model": config.model,
+        "endpoint": config.endpoint,
+        "params": json.dumps(item.params, sort_keys=True),
+        "seed": item.seed,
+        "messages": json.dumps(item.messages, ensure_ascii=False),
+        "reply_schema": json.dumps(item.template.schema, sort_keys=True),
+        "batch_file": batch_file,
+        "run_id": run_id,
+        "created_at": now,
+    }
+
+
+def batch_line(config: LLMConfig, item: Any) -> dict[str, Any]:
+    """One Batch-API input line; custom_id is the call key."""
+    mode = "json_object" if config.output_mode == "json_object" else "json_schema"
+    return {
+        "custom_id": item.key,
+        "method": "POST",
+        "url": BATCH_URL,
+        "body": request_body(config, item, mode),
+    }
 
 
 def import_batch(warehouse: Warehouse, results_path: Path, run_id: str) -> BatchImportSummary:
@@ -177,7 +190,7 @@ def import_batch(warehouse: Warehouse, results_path: Path, run_id: str) -> Batch
         schema_text = request["reply_schema"]
         if schema_text not in validators:
             validators[schema_text] = ReplyValidator(json.loads(schema_text))
-        row = _row_for(request, line, validators[schema_text], run_id)
+        row = row_from_result(request, line, validators[schema_text], run_id)
         statuses[row["status"]] += 1
         recorder.add(row)
     recorder.flush()
@@ -231,7 +244,7 @@ def _read_result_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], li
     return lines, rejections
 
 
-def _row_for(
+def row_from_result(
     request: dict[str, Any], line: dict[str, Any], validator: ReplyValidator, run_id: str
 ) -> dict[str, Any]:
     from openai.types.chat import ChatCompletion

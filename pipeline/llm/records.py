@@ -7,8 +7,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CallStatus = Literal["ok", "invalid_output", "http_error", "timeout", "refused"]
-CALL_STATUSES: tuple[str, ...] = ("ok", "invalid_output", "http_error", "timeout", "refused")
+CallStatus = Literal[
+    "ok",
+    "invalid_output",
+    "truncated",
+    "refused",
+    "empty_reply",
+    "http_error",
+    "timeout",
+    "unreachable",
+    "prompt_too_large",
+]
+# ok: a validated reply. Reply problems: invalid_output (not JSON or fails the schema, after
+# one repair attempt), truncated (cut at max_tokens, even after a retry with more room),
+# refused (the model declined: `message.refusal` or content_filter), empty_reply (no
+# choices or no text). Transport: http_error, timeout (the per-call deadline passed),
+# unreachable (connection refused, DNS, other connection failures). prompt_too_large:
+# the rendered prompt is over `max_prompt_chars`, so it was never sent.
+CALL_STATUSES: tuple[str, ...] = CallStatus.__args__  # type: ignore[attr-defined]
+TRANSPORT_FAILURES = frozenset({"http_error", "timeout", "unreachable"})
 
 
 class LLMRequest(BaseModel):
@@ -66,6 +83,7 @@ class LLMCallRecord(BaseModel):
     parsed: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cost: float | None = None
     latency_s: float | None = None
     attempts: int | None = None
     run_id: str
@@ -90,3 +108,24 @@ class LLMBatchRequestRecord(BaseModel):
     batch_file: str
     run_id: str
     created_at: datetime
+
+
+class LLMBatchRecord(BaseModel):
+    """One row of `llm_batches` (warehouse/tables/llm_batches.sql): a batch's state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_key: str
+    batch_id: str | None
+    endpoint: str
+    model: str
+    input_path: str
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    state: str
+    requests: int
+    submission: int
+    imported: bool
+    run_id: str
+    recorded_at: datetime

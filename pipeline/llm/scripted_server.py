@@ -16,6 +16,12 @@ at `server.base_url`, and decide per request what comes back::
 It speaks `POST /v1/chat/completions` and `GET /v1/models` over HTTP/1.1 keep-alive
 (threaded stdlib `http.server`). `python -m pipeline.llm.scripted_server --latency 0.05`
 runs it standalone in fixed-latency mode (the benchmark runs it in its own process).
+
+Load model (for the adaptive-concurrency benchmark): with `knee` set, a reply takes
+`latency_s * max(1, in_flight / knee)` — a server that shares its compute among the
+requests in flight, as a self-hosted GPU server does; with `capacity` set, a request that
+arrives while more than `capacity` are in flight gets a 429 at once (with
+`retry-after-ms: 20`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ class Reply:
 
     `content` (str, or a dict/list that is JSON-encoded) becomes the assistant message;
     `status` != 200 sends an OpenAI-style error with `error_message`; `body` sends raw
-    bytes instead (e.g. a malformed HTTP response body); `delay_s` waits before replying.
+    bytes instead (e.g. a malformed HTTP response body); `delay_s` waits before replying;
+    `trickle_s` > 0 sends the body one byte at a time with that pause between bytes (a
+    server that keeps a connection alive without ever finishing the reply).
     """
 
     content: Any = None
@@ -53,6 +61,7 @@ class Reply:
     finish_reason: str = "stop"
     prompt_tokens: int = 11
     completion_tokens: int = 7
+    trickle_s: float = 0.0
 
 
 Script = Callable[[dict[str, Any], int], "Reply | dict[str, Any] | list[Any] | str"]
@@ -85,9 +94,15 @@ class ScriptedServer:
         models: list[str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        knee: int | None = None,
+        capacity: int | None = None,
     ) -> None:
         self.script = script or echo_script
         self.latency_s = latency_s
+        self.knee = knee
+        self.capacity = capacity
+        self.in_flight = 0
+        self.overloaded = 0  # 429s sent by the load model
         self.models = models or [DEFAULT_MODEL]
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
@@ -180,36 +195,70 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error_body("request body is not JSON", "invalid_request"))
             return
         owner = self.server.owner
+        with owner._lock:
+            owner.in_flight += 1
+            in_flight = owner.in_flight
+        try:
+            if owner.capacity is not None and in_flight > owner.capacity:
+                with owner._lock:
+                    owner.overloaded += 1
+                self._send_json(
+                    429, _error_body("over capacity", "rate_limit"), {"retry-after-ms": "20"}
+                )
+                return
+            self._answer(owner, request, in_flight)
+        finally:
+            with owner._lock:
+                owner.in_flight -= 1
+
+    def _answer(self, owner: ScriptedServer, request: dict[str, Any], in_flight: int) -> None:
         count, reply = owner._next(request, {k.lower(): v for k, v in self.headers.items()})
-        delay = reply.delay_s + owner.latency_s
+        latency = owner.latency_s
+        if owner.knee is not None:
+            latency *= max(1.0, in_flight / owner.knee)
+        delay = reply.delay_s + latency
         if delay > 0:
             time.sleep(delay)
+        trickle = reply.trickle_s
         if reply.body is not None:
-            self._send_bytes(reply.status, reply.body, reply.headers)
+            self._send_bytes(reply.status, reply.body, reply.headers, trickle)
         elif reply.status != 200:
             self._send_json(
-                reply.status, _error_body(reply.error_message, "scripted"), reply.headers
+                reply.status, _error_body(reply.error_message, "scripted"), reply.headers, trickle
             )
         else:
-            self._send_json(200, _completion(request, count, reply), reply.headers)
+            self._send_json(200, _completion(request, count, reply), reply.headers, trickle)
 
     def _send_json(
-        self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+        self,
+        status: int,
+        payload: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        trickle_s: float = 0.0,
     ) -> None:
         self._send_bytes(
             status,
             json.dumps(payload).encode(),
             {"Content-Type": "application/json"} | (headers or {}),
+            trickle_s,
         )
 
-    def _send_bytes(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _send_bytes(
+        self, status: int, body: bytes, headers: dict[str, str], trickle_s: float = 0.0
+    ) -> None:
         try:
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if trickle_s <= 0:
+                self.wfile.write(body)
+                return
+            for index in range(len(body)):
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+                time.sleep(trickle_s)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (e.g. its timeout fired while we slept): nothing to do.
             self.close_connection = True
@@ -249,13 +298,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per reply")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--knee", type=int, default=None, help="load model: see module doc")
+    parser.add_argument("--capacity", type=int, default=None, help="429 above this in flight")
     parser.add_argument(
         "--reply-json", default=None, help="fixed JSON reply content (default: echo script)"
     )
     args = parser.parse_args(argv)
     fixed = json.loads(args.reply_json) if args.reply_json else None
     script: Script = (lambda _r, _c: fixed) if fixed is not None else echo_script  # type: ignore[assignment,return-value]
-    server = ScriptedServer(script, latency_s=args.latency, port=args.port)
+    server = ScriptedServer(
+        script, latency_s=args.latency, port=args.port, knee=args.knee, capacity=args.capacity
+    )
     print(f"PORT {server.port}", flush=True)
     try:
         server._httpd.serve_forever(poll_interval=0.05)

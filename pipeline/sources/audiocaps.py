@@ -11,6 +11,7 @@ layout ReasonAQA's `AudioCapsLarger/{split}/Y<id>.wav` paths use.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from pipeline.sources.common import (
     safe_audio_path,
     undecodable_field,
 )
-from pipeline.sources.records import ClipRecord
+from pipeline.sources.records import ClipRecord, Rejection
 
 SOURCE = "audiocaps"
 COLUMNS = ("audiocap_id", "youtube_id", "start_time", "caption")
@@ -42,6 +43,17 @@ def csv_files(path: Path) -> list[Path]:
     return files
 
 
+def start_seconds(text: str) -> int | None:
+    """Whole seconds of a start_time cell; None for text, inf, nan or a negative time."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return int(value)
+
+
 def load(path: Path) -> LoaderOutput:
     seen_caption_ids: set[str] = set()
     seen_clips: dict[str, str] = {}
@@ -54,7 +66,10 @@ def _load_file(
 ) -> LoaderOutput:
     source_split = csv_path.stem
     clips: dict[str, ClipRecord] = {}
-    for row_no, row in read_csv_rows(csv_path, COLUMNS):
+    for row_no, row in read_csv_rows(csv_path, COLUMNS, SOURCE):
+        if isinstance(row, Rejection):
+            yield row
+            continue
         bad_field = undecodable_field(row)
         if bad_field:
             yield reject(
@@ -80,15 +95,14 @@ def _load_file(
                 raw=row,
             )
             continue
-        try:
-            start = int(float(row["start_time"]))
-        except ValueError:
+        start = start_seconds(row["start_time"])
+        if start is None:
             yield reject(
                 SOURCE,
                 csv_path,
                 row_no,
                 "invalid_value",
-                f"start_time {row['start_time']!r} is not a number",
+                f"start_time {row['start_time']!r} is not a finite number of seconds >= 0",
                 field="start_time",
                 raw=row,
             )

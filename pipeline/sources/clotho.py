@@ -4,8 +4,18 @@ Format, per split (`development`, `validation`, `evaluation`):
 `clotho_captions_<split>.csv` with `file_name,caption_1..caption_5` and
 `clotho_metadata_<split>.csv` with
 `file_name,keywords,sound_id,sound_link,start_end_samples,manufacturer,license`.
-Published encoding is ISO-8859-1 (files that are valid UTF-8 are read as UTF-8);
-keywords are separated by `;`. Audio lives at `<split>/<file_name>` under the audio root.
+Published encoding is ISO-8859-1; keywords are separated by `;`. Audio lives at
+`<split>/<file_name>` under the audio root.
+
+Encoding rule (per row, never per file): every file is read as UTF-8, and only the bytes
+that are not valid UTF-8 are decoded as ISO-8859-1 (each such byte is one latin-1
+character). So a UTF-8 file stays UTF-8, a latin-1 file reads as latin-1, and a mostly
+UTF-8 file with one latin-1 byte keeps its UTF-8 text intact instead of turning every
+multibyte character into mojibake (which a whole-file fallback would do). The one case
+this reads wrongly is a latin-1 pair of characters that happens to form valid UTF-8
+(e.g. `Ã©`), which does not occur in English captions.
+
+A row with an empty `file_name` is rejected (`empty_id`); it would name no clip.
 """
 
 from __future__ import annotations
@@ -17,13 +27,12 @@ from pipeline.sources.common import (
     LoaderOutput,
     UnsafeAudioPath,
     clean_text,
-    detect_encoding,
     normalise_split,
     read_csv_rows,
     reject,
     safe_audio_path,
 )
-from pipeline.sources.records import ClipRecord
+from pipeline.sources.records import ClipRecord, Rejection
 
 SOURCE = "clotho"
 SPLITS = ("development", "validation", "evaluation")
@@ -43,23 +52,43 @@ def load(path: Path) -> LoaderOutput:
         yield from _load_split(path, split, seen)
 
 
-def _load_metadata(path: Path) -> dict[str, tuple[int, dict[str, str]]]:
+def _load_metadata(path: Path) -> tuple[dict[str, tuple[int, dict[str, str]]], list[Rejection]]:
     if not path.is_file():
-        return {}
+        return {}, []
     rows: dict[str, tuple[int, dict[str, str]]] = {}
-    for row_no, row in read_csv_rows(path, METADATA_COLUMNS, detect_encoding(path, ENCODING)):
-        rows.setdefault(row["file_name"].strip(), (row_no, row))
-    return rows
+    rejected: list[Rejection] = []
+    for row_no, row in read_csv_rows(path, METADATA_COLUMNS, SOURCE, fallback_encoding=ENCODING):
+        if isinstance(row, Rejection):
+            rejected.append(row)
+        else:
+            rows.setdefault(row["file_name"].strip(), (row_no, row))
+    return rows, rejected
 
 
 def _load_split(path: Path, split: str, seen: set[str]) -> LoaderOutput:
     captions_path = path / f"clotho_captions_{split}.csv"
     metadata_path = path / f"clotho_metadata_{split}.csv"
-    metadata = _load_metadata(metadata_path)
-    encoding = detect_encoding(captions_path, ENCODING)
-    for row_no, row in read_csv_rows(captions_path, CAPTION_COLUMNS, encoding):
+    metadata, metadata_rejects = _load_metadata(metadata_path)
+    yield from metadata_rejects
+    for row_no, row in read_csv_rows(
+        captions_path, CAPTION_COLUMNS, SOURCE, fallback_encoding=ENCODING
+    ):
+        if isinstance(row, Rejection):
+            yield row
+            continue
         file_name = row["file_name"].strip()
         clip_id = f"{SOURCE}:{file_name}"
+        if not file_name:
+            yield reject(
+                SOURCE,
+                captions_path,
+                row_no,
+                "empty_id",
+                "file_name is empty: the row names no clip",
+                field="file_name",
+                raw=row,
+            )
+            continue
         try:
             if "/" in file_name:
                 raise UnsafeAudioPath(f"file_name {file_name!r} must be a bare file name")

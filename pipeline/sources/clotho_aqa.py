@@ -1,7 +1,9 @@
 """Clotho-AQA question-answer CSVs.
 
 Format: `clotho_aqa_{train,val,test}.csv` with `file_name,QuestionText,answer` and
-possibly `confidence`, read as latin-1 (files valid as UTF-8 are read as UTF-8).
+possibly `confidence`, published as latin-1. Read as UTF-8 with a per-byte latin-1
+fallback (see pipeline.sources.clotho: a latin-1 byte in a UTF-8 file decodes as latin-1,
+the UTF-8 text around it stays intact).
 Each clip has 6 questions x 3 annotator answers; all rows of a clip become one record
 whose `qa` list keeps every (question, answer, confidence) in file order.
 Audio lives at `<file_name>` under the audio root.
@@ -16,13 +18,12 @@ from pipeline.sources.common import (
     LoaderOutput,
     UnsafeAudioPath,
     clean_text,
-    detect_encoding,
     normalise_split,
     read_csv_rows,
     reject,
     safe_audio_path,
 )
-from pipeline.sources.records import ClipRecord, QAPair
+from pipeline.sources.records import ClipRecord, QAPair, Rejection
 
 SOURCE = "clotho-aqa"
 SPLITS = ("train", "val", "test")
@@ -42,9 +43,23 @@ def load(path: Path) -> LoaderOutput:
 
 def _load_file(csv_path: Path, split: str, clip_split: dict[str, str]) -> LoaderOutput:
     clips: dict[str, ClipRecord] = {}
-    for row_no, row in read_csv_rows(csv_path, COLUMNS, detect_encoding(csv_path, ENCODING)):
+    for row_no, row in read_csv_rows(csv_path, COLUMNS, SOURCE, fallback_encoding=ENCODING):
+        if isinstance(row, Rejection):
+            yield row
+            continue
         file_name = row["file_name"].strip()
         clip_id = f"{SOURCE}:{file_name}"
+        if not file_name:
+            yield reject(
+                SOURCE,
+                csv_path,
+                row_no,
+                "empty_id",
+                "file_name is empty",
+                field="file_name",
+                raw=row,
+            )
+            continue
         question = clean_text(row["QuestionText"])
         answer = clean_text(row["answer"])
         for name, value in (("QuestionText", question), ("answer", answer)):

@@ -10,6 +10,14 @@ Two layouts, both streamed clip by clip (never extracted, never fully in memory)
 The JSON holds `text` (captions), `tag` (list) and `original_data` (title, description,
 license, username, download_url, id). A clip's split is its folder (`train`, `test`,
 `valid`) when the path shows one.
+
+Bad values never end an ingest: a field of the wrong type is dropped with a counted
+reject (see pipeline.sources.laion630k_record, which turns one payload into a clip).
+
+Shards must be plain `.tar`: the audio stages read a member by seeking inside the shard,
+which a compressed stream (`.tar.gz`, `.tgz`, `.tar.bz2`, `.tar.xz`, `.tar.zst`, or a
+`.tar` whose bytes are compressed) cannot do, so such a shard is rejected whole
+(`compressed_shard`) with the advice to decompress it.
 """
 
 from __future__ import annotations
@@ -27,18 +35,18 @@ import pyarrow.csv as pacsv
 from pipeline.errors import InputFormatError
 from pipeline.sources.common import (
     LoaderOutput,
-    UnsafeAudioPath,
-    clean_text,
     normalise_split,
     reject,
-    safe_audio_path,
 )
+from pipeline.sources.laion630k_record import SOURCE, clip_id_of, payload_record
 from pipeline.sources.records import ClipRecord, Rejection
 
-SOURCE = "laion630k"
 META_FILE = "freesound_meta.csv"
 META_COLUMNS = ("audio_filename", "freesound_id")
 AUDIO_EXTENSIONS = (".flac", ".wav", ".mp3", ".ogg")
+COMPRESSED_SHARD_PATTERNS = ("*.tar.gz", "*.tgz", "*.tar.bz2", "*.tar.xz", "*.tar.zst")
+# Leading bytes of gzip, bzip2, xz and zstd streams.
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 
 class FreesoundMeta:
@@ -77,6 +85,15 @@ class FreesoundMeta:
 def load(path: Path) -> LoaderOutput:
     if not path.exists():
         raise InputFormatError(path, "path not found")
+    compressed = (
+        sorted({p for pattern in COMPRESSED_SHARD_PATTERNS for p in path.rglob(pattern)})
+        if path.is_dir()
+        else [path] * _is_compressed_name(path)
+    )
+    for shard in compressed:
+        yield _compressed_reject(shard)
+    if compressed and not path.is_dir():
+        return
     shards = sorted(path.rglob("*.tar")) if path.is_dir() else [path]
     base = path if path.is_dir() else path.parent
     meta_path = base / META_FILE
@@ -101,7 +118,7 @@ def load(path: Path) -> LoaderOutput:
                 None,
                 "undecodable_bytes",
                 f"not UTF-8: {exc}",
-                record_id=_clip_id(json_path.stem),
+                record_id=clip_id_of(json_path.stem),
             )
             continue
         except json.JSONDecodeError as exc:
@@ -111,10 +128,10 @@ def load(path: Path) -> LoaderOutput:
                 None,
                 "invalid_json",
                 str(exc),
-                record_id=_clip_id(json_path.stem),
+                record_id=clip_id_of(json_path.stem),
             )
             continue
-        yield _record(
+        yield from payload_record(
             payload,
             json_path.stem,
             str(rel.parent / audio_rel.name) if audio_rel else None,
@@ -124,6 +141,21 @@ def load(path: Path) -> LoaderOutput:
             seen,
             meta,
         )
+
+
+def _is_compressed_name(path: Path) -> bool:
+    return any(path.match(pattern) for pattern in COMPRESSED_SHARD_PATTERNS)
+
+
+def _compressed_reject(shard: Path) -> Rejection:
+    return reject(
+        SOURCE,
+        shard,
+        None,
+        "compressed_shard",
+        "compressed tar shard: audio cannot be read from it by member; decompress it "
+        "to a plain .tar (e.g. `gunzip`) and ingest again",
+    )
 
 
 def _audio_beside(json_path: Path, base: Path) -> Path | None:
@@ -141,17 +173,18 @@ def _split_of(rel: Path) -> str | None:
     return None
 
 
-def _clip_id(stem: str) -> str:
-    return f"{SOURCE}:{stem}"
-
-
 def _load_shard(shard: Path, base: Path, seen: set[str]) -> LoaderOutput:
     rel_shard = shard.relative_to(base)
     split = _split_of(rel_shard)
     pending: dict[str, dict[str, Any]] = {}
     member_no = 0
+    with open(shard, "rb") as handle:
+        head = handle.read(8)
+    if head.startswith(COMPRESSED_MAGIC):
+        yield _compressed_reject(shard)
+        return
     try:
-        with tarfile.open(shard, mode="r|*") as stream:
+        with tarfile.open(shard, mode="r|") as stream:
             for member in stream:
                 if not member.isfile():
                     continue
@@ -228,7 +261,7 @@ def _shard_record(
             entry["row"],
             "missing_json",
             f"{stem} has audio but no .json",
-            record_id=_clip_id(name),
+            record_id=clip_id_of(name),
         )
         return
     try:
@@ -240,126 +273,15 @@ def _shard_record(
             entry["row"],
             "undecodable_bytes",
             f"not UTF-8: {exc}",
-            record_id=_clip_id(name),
+            record_id=clip_id_of(name),
         )
         return
     except json.JSONDecodeError as exc:
         yield reject(
-            SOURCE, where, entry["row"], "invalid_json", str(exc), record_id=_clip_id(name)
+            SOURCE, where, entry["row"], "invalid_json", str(exc), record_id=clip_id_of(name)
         )
         return
     audio = f"{rel_shard}#{entry.get('audio', stem + '.flac')}"
-    record = _record(
+    yield from payload_record(
         payload, name, audio, shard, entry["row"], split, seen, None, duration=entry.get("duration")
-    )
-    yield record
-
-
-def _record(
-    payload: Any,
-    stem: str,
-    audio_rel: str | None,
-    source_file: Path,
-    row: int | None,
-    split: str | None,
-    seen: set[str],
-    meta: FreesoundMeta | None,
-    duration: float | None = None,
-) -> ClipRecord | Rejection:
-    clip_id = _clip_id(stem)
-    if not isinstance(payload, dict):
-        return reject(
-            SOURCE,
-            source_file,
-            row,
-            "invalid_json",
-            "top level is not an object",
-            record_id=clip_id,
-        )
-    texts = payload.get("text")
-    texts = [texts] if isinstance(texts, str) else texts
-    if not isinstance(texts, list):
-        return reject(
-            SOURCE,
-            source_file,
-            row,
-            "invalid_value",
-            "'text' is not a list of captions",
-            field="text",
-            record_id=clip_id,
-            raw=json.dumps(payload)[:500],
-        )
-    captions = [clean_text(t) for t in texts if isinstance(t, str) and clean_text(t)]
-    if not captions:
-        return reject(
-            SOURCE,
-            source_file,
-            row,
-            "empty_caption",
-            "no non-empty caption in 'text'",
-            field="text",
-            record_id=clip_id,
-            raw=json.dumps(payload)[:500],
-        )
-    audio_field = payload.get("audio_path")
-    try:
-        audio_path = safe_audio_path(
-            audio_field if isinstance(audio_field, str) else audio_rel or ""
-        )
-    except UnsafeAudioPath as exc:
-        return reject(
-            SOURCE,
-            source_file,
-            row,
-            "unsafe_audio_path",
-            str(exc),
-            field="audio_path",
-            record_id=clip_id,
-        )
-    if clip_id in seen:
-        return reject(
-            SOURCE,
-            source_file,
-            row,
-            "duplicate_id",
-            f"clip {stem} appears more than once",
-            record_id=clip_id,
-        )
-    seen.add(clip_id)
-    original = (
-        payload.get("original_data") if isinstance(payload.get("original_data"), dict) else {}
-    )
-    tags = payload.get("tag") or []
-    tags = [
-        clean_text(t) for t in (tags if isinstance(tags, list) else [tags]) if clean_text(str(t))
-    ]
-    freesound_id = original.get("id")
-    if freesound_id is None and meta is not None:
-        freesound_id = meta.freesound_id(stem)
-    raw_duration = payload.get("duration", original.get("duration"))
-    if isinstance(raw_duration, int | float):
-        duration = float(raw_duration)
-    return ClipRecord(
-        clip_id=clip_id,
-        source=SOURCE,
-        split=normalise_split(split),
-        source_split=split,
-        audio_path=audio_path,
-        captions=captions,
-        tags=[str(t) for t in tags],
-        title=clean_text(original.get("title")) or None,
-        description=clean_text(original.get("description")) or None,
-        duration_s=duration,
-        license=clean_text(original.get("license")) or None,
-        url=clean_text(original.get("download_url")) or None,
-        extra={
-            k: v
-            for k, v in {
-                "freesound_id": None if freesound_id is None else str(freesound_id),
-                "username": original.get("username"),
-            }.items()
-            if v
-        },
-        source_file=str(source_file),
-        source_row=row,
     )

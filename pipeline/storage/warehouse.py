@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +31,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import resolve_warehouse, sql_dir
 from pipeline.errors import ForgeError, ReadOnlyQueryError, SchemaError
+from pipeline.redact import redact_table
 from pipeline.storage import schema as schemas
 
 _PARTITION_RE = re.compile(r"^[A-Za-z0-9_.=+\-]+(/[A-Za-z0-9_.=+\-]+)*$")
@@ -56,38 +56,53 @@ def _sql_literal(text: str) -> str:
 
 
 class PartitionWriter:
-    """Streams batches into one partition; the partition becomes visible on `commit()`."""
+    """Streams batches into one partition; the partition becomes visible on `commit()`.
+
+    An OS error while writing (disk full, file size limit, permissions) aborts the write,
+    removes the temporary file and raises one ForgeError naming the partition file and the
+    OS's reason; the previous version of the partition is untouched."""
 
     def __init__(self, table: schemas.TableSchema, final_path: Path) -> None:
         self.table = table
         self.final_path = final_path
         self.rows_written = 0
-        final_path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp_path = final_path.with_name(
             f".{final_path.name}.{os.getpid()}.{secrets.token_hex(4)}{_PARTIAL_SUFFIX}"
         )
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self._tmp_path, table.arrow, compression="zstd"
-        )
+        self._writer: pq.ParquetWriter | None = None
+        with self._os_errors():
+            final_path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self._tmp_path, table.arrow, compression="zstd")
+
+    @contextlib.contextmanager
+    def _os_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:  # pyarrow raises OSError for the failed write too
+            self.abort()
+            reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WriteFailed(f"cannot write {self.final_path}: {reason}") from exc
 
     def write(self, rows: Rows) -> int:
         """Append rows (dicts, an Arrow table or a record batch); returns how many."""
-        batch = to_arrow(self.table, rows)
+        batch = redact_table(to_arrow(self.table, rows))  # nothing stored carries a secret
         if self._writer is None:
             raise ForgeError(f"partition {self.final_path} is already closed")
         if batch.num_rows:
-            self._writer.write_table(batch)
+            with self._os_errors():
+                self._writer.write_table(batch)
             self.rows_written += batch.num_rows
         return batch.num_rows
 
     def commit(self) -> Path:
         if self._writer is None:
             raise ForgeError(f"partition {self.final_path} is already closed")
-        self._writer.close()
-        self._writer = None
-        with open(self._tmp_path, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self._tmp_path, self.final_path)
+        with self._os_errors():
+            self._writer.close()
+            self._writer = None
+            with open(self._tmp_path, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(self._tmp_path, self.final_path)
         _fsync_dir(self.final_path.parent)
         return self.final_path
 
@@ -97,6 +112,10 @@ class PartitionWriter:
                 self._writer.close()
             self._writer = None
         self._tmp_path.unlink(missing_ok=True)
+
+
+class WriteFailed(ForgeError):
+    """The OS refused a warehouse write (disk full, size limit, permissions)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -219,14 +238,24 @@ class Warehouse:
         return self.query(sql, params).to_pylist()
 
     def read_only_sql(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run a user's SQL against the catalog file, refusing anything but queries."""
+        """Run a user's SQL against the catalog file: queries only, and they can read the
+        warehouse's data folder and nothing else (see `_sandboxed_catalog`).
+
+        The one entry point for SQL typed by a user (`forge sql`, viewers)."""
         self.ensure_catalog()
         check_read_only(sql)
-        con = duckdb.connect(str(self.catalog_path), read_only=True)
+        con = _sandboxed_catalog(self.catalog_path, self.data_dir)
         try:
             cursor = con.execute(sql)
             columns = [d[0] for d in cursor.description or []]
             return columns, cursor.fetchall()
+        except duckdb.PermissionException as exc:
+            raise ReadOnlyQueryError(
+                f"`forge sql` reads only the warehouse data folder {self.data_dir}: "
+                f"{_first_line(exc)}"
+            ) from None
+        except duckdb.Error as exc:
+            raise ForgeError(f"query failed: {_first_line(exc)}") from None
         finally:
             con.close()
 
@@ -239,7 +268,11 @@ class Warehouse:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         fingerprint = schemas.catalog_fingerprint()
         marker = self.root / ".catalog.json"
-        expected = {"fingerprint": fingerprint, "data_dir": str(self.data_dir)}
+        expected = {
+            "fingerprint": fingerprint,
+            "data_dir": str(self.data_dir),
+            "storage_version": catalog_storage_version(),  # older catalogs are rewritten
+        }
         for spec in schemas.all_tables().values():
             _write_schema_file(self.data_dir / spec.name, spec)
         current = json.loads(marker.read_text()) if marker.exists() else None
@@ -251,26 +284,51 @@ class Warehouse:
         self._ready = True
 
     def _rebuild_catalog(self) -> None:
-        for attempt in range(20):
-            try:
-                con = duckdb.connect(str(self.catalog_path))
-                break
-            except duckdb.IOException as exc:
-                if attempt == 19:
-                    raise ForgeError(
-                        f"cannot update the catalog {self.catalog_path}: {exc}. "
-                        "Close other programs that hold it open for writing."
-                    ) from exc
-                time.sleep(0.25)
+        """Write the catalog to a temporary file, in a storage version the DuckDB CLI from
+        PyPI reads (see `catalog_storage_version`), and rename it over the old one: no
+        write lock on the live file is needed, and a reader holding it open keeps a
+        consistent old copy."""
+        tmp = self.catalog_path.with_name(
+            f".{self.catalog_path.name}.{os.getpid()}.{secrets.token_hex(4)}{_PARTIAL_SUFFIX}"
+        )
+        version = catalog_storage_version()
+        option = f" (STORAGE_VERSION {_sql_literal(version)})" if version else ""
+        con = duckdb.connect()
         try:
-            for name, kind in con.execute(
-                "SELECT view_name, 'VIEW' FROM duckdb_views() WHERE NOT internal "
-                "UNION ALL SELECT table_name, 'TABLE' FROM duckdb_tables()"
-            ).fetchall():
-                con.execute(f'DROP {kind} IF EXISTS "{name}" CASCADE')
+            con.execute(f"ATTACH {_sql_literal(str(tmp))} AS forge_catalog{option}")
+            con.execute("USE forge_catalog")
             _define_views(con, self.data_dir)
-        finally:
+            con.execute("CHECKPOINT")
+            con.execute("USE memory")
+            con.execute("DETACH forge_catalog")
+        except BaseException:
             con.close()
+            tmp.unlink(missing_ok=True)
+            tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+            raise
+        con.close()
+        # A write-ahead log left beside the old file would be replayed into the new one.
+        self.catalog_path.with_name(self.catalog_path.name + ".wal").unlink(missing_ok=True)
+        os.replace(tmp, self.catalog_path)
+        _fsync_dir(self.catalog_path.parent)
+
+
+# The catalog must open in the DuckDB CLI as distributed on PyPI (`pip install duckdb-cli`;
+# 1.5.6 when checked), which reads storage versions 64-68 ("v1.0.0" to "v1.5.x"), while the
+# duckdb 2.0 Python package writes version 69 by default. `ATTACH ... (STORAGE_VERSION
+# 'vX.Y.Z')` (DuckDB >= 1.2) writes an older one; views are stored as SQL text, so the
+# older format loses nothing here. Older Python packages already write an older version.
+CATALOG_STORAGE_VERSION = (1, 5)
+
+
+def catalog_storage_version() -> str | None:
+    """The STORAGE_VERSION the catalog is written with (None: the library's default)."""
+    match = re.match(r"(\d+)\.(\d+)", duckdb.__version__)
+    installed = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if installed < (1, 2):
+        return None
+    major, minor = min(installed, CATALOG_STORAGE_VERSION)
+    return f"v{major}.{minor}.0"
 
 
 def _write_schema_file(table_dir: Path, spec: schemas.TableSchema) -> None:
@@ -343,12 +401,48 @@ def _define_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> None:
             raise SchemaError(f"{path}: invalid view SQL: {exc}") from exc
 
 
+def _first_line(exc: BaseException) -> str:
+    """DuckDB's message and its hint (`Did you mean "clips"?`) on one line, without the
+    caret drawing of the query text that follows them."""
+    lines = str(exc).strip().split("\n\n", 1)[0].splitlines()
+    return " ".join(line.strip() for line in lines if line.strip()) or type(exc).__name__
+
+
+def _sandboxed_catalog(catalog_path: Path, data_dir: Path) -> duckdb.DuckDBPyConnection:
+    """The catalog opened read-only with DuckDB's own access controls, for user SQL.
+
+    A read-only database still lets queries read any file the process can (read_blob,
+    read_csv, glob) and fetch extensions from the internet, so: extensions are never
+    installed or loaded behind the query's back; file access is limited to the data
+    folder (DuckDB also allows the open catalog file itself); and the configuration is
+    locked so a statement cannot undo any of it. `allowed_directories` can only be set
+    once the database has started, hence SETs after connect rather than `config=`.
+    """
+    con = duckdb.connect(
+        str(catalog_path),
+        read_only=True,
+        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
+    )
+    try:
+        con.execute(f"SET allowed_directories = [{_sql_literal(str(data_dir) + os.sep)}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def check_read_only(sql: str) -> None:
-    """Refuse any statement that is not a query (COPY, INSERT, ATTACH, SET, ...)."""
+    """Refuse any statement that is not a query (COPY, INSERT, ATTACH, SET, ...).
+
+    EXPLAIN is allowed only as a plan of one SELECT: `EXPLAIN ANALYZE` runs the statement
+    it explains (an `EXPLAIN ANALYZE COPY ... TO` writes the file), so it is refused.
+    """
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise ReadOnlyQueryError(f"cannot parse SQL: {exc}") from exc
+        raise ReadOnlyQueryError(f"cannot parse SQL: {_first_line(exc)}") from None
     if not statements:
         raise ReadOnlyQueryError("no SQL statement given")
     for statement in statements:
@@ -358,3 +452,45 @@ def check_read_only(sql: str) -> None:
                 f"`forge sql` is read-only: {kind} statements are refused. Open the catalog "
                 "with the duckdb CLI or Python if you need your own tables."
             )
+        if kind == "EXPLAIN":
+            _check_explain(statement.query)
+
+
+def _check_explain(text: str) -> None:
+    """EXPLAIN [(options)] <one SELECT>, with no ANALYZE among the options."""
+    tokens = [
+        (position, kind)
+        for position, kind in duckdb.tokenize(text)
+        if kind != duckdb.token_type.comment
+    ]
+
+    def word(index: int) -> str:
+        start = tokens[index][0]
+        end = tokens[index + 1][0] if index + 1 < len(tokens) else len(text)
+        return text[start:end].strip().rstrip(",").upper()
+
+    index, depth = 1, 0  # token 0 is EXPLAIN itself
+    while index < len(tokens):
+        current = word(index)
+        if current in {"ANALYZE", "ANALYSE"}:
+            raise ReadOnlyQueryError(
+                "`forge sql` is read-only: EXPLAIN ANALYZE executes the statement it "
+                "explains and is refused; use EXPLAIN without ANALYZE"
+            )
+        if current.startswith("("):
+            depth += 1
+        elif current.startswith(")"):
+            depth -= 1
+        elif depth == 0:
+            break
+        index += 1
+    explained = text[tokens[index][0] :] if index < len(tokens) else ""
+    try:
+        inner = duckdb.extract_statements(explained)
+    except duckdb.Error as exc:
+        raise ReadOnlyQueryError(f"cannot parse SQL: {_first_line(exc)}") from None
+    if len(inner) != 1 or inner[0].type.name != "SELECT":
+        kinds = ", ".join(s.type.name for s in inner) or "nothing"
+        raise ReadOnlyQueryError(
+            f"`forge sql` is read-only: EXPLAIN of {kinds} is refused (only of a SELECT)"
+        )

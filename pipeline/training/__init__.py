@@ -1,8 +1,9 @@
-"""AudioBERT: span detector, CLAP retrieval index, LoRA audio-injection masked LM, evaluation.
+"""AudioBERT: span detector, CLAP retrieval index, LoRA audio-injection masked LMs (one per
+task, as published), evaluation, and import of the published AuditoryBench CSVs.
 
 Entry points (plain functions; flows and the CLI call these):
 
-    train_audiobert(warehouse, config, run_id) -> TrainSummary
+    train_audiobert(warehouse, config, run_id, reuse=True, on_epoch=None) -> TrainSummary
     evaluate_csv(warehouse, csv_path, model_dir=None) -> CsvEvaluation
     predict(warehouse, sentence, model_dir=None) -> Prediction
 
@@ -28,10 +29,11 @@ def train_audiobert(
     config: TrainConfig | None,
     run_id: str,
     dataset_run_id: str | None = None,
+    **kwargs: Any,
 ) -> TrainSummary:
     from pipeline.training.train import train_audiobert as run
 
-    return run(warehouse, config, run_id, dataset_run_id)
+    return run(warehouse, config, run_id, dataset_run_id, **kwargs)
 
 
 def evaluate_csv(warehouse: Warehouse, csv_path: Any, **kwargs: Any) -> CsvEvaluation:

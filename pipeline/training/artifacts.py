@@ -3,14 +3,18 @@
 Layout of `<warehouse>/models/<run_id>/` (written to a temp folder, then renamed)::
 
     config.json             TrainConfig of the run
-    model.json              backbone location, whether an MLM head was added, audio_dim, CLAP
+    model.json              backbone location, whether an MLM head was added, audio_dim,
+                            CLAP, and `groups`: AudioBERT name → the tasks it answers
     tokenizer/              the backbone's tokenizer
-    adapter/                LoRA adapter (peft save_pretrained)
-    injection.safetensors   audio projection (+ the added MLM head's transform, if any)
-    span_detector/          BertForTokenClassification (save_pretrained)
+    audiobert/<name>/       one AudioBERT per task as published (<name> = the task), or
+                            one `joint` model: adapter/ (peft LoRA) and
+                            injection.safetensors (projection + the added MLM head, if any)
+    span_detector/          token classifier shared by the tasks (save_pretrained)
     retrieval_index.json    CLAP backend/checkpoint, clip count, query template
     metrics.json            every metric of the run
     MODEL_CARD.md
+
+Folders of the earlier single-model layout (adapter/ at the top) load as one `joint` model.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from pipeline.errors import ForgeError, MissingArtifactError
+from pipeline.redact import redact_text
 from pipeline.training.backbone import (
     ResolvedBackbone,
     load_masked_lm,
@@ -80,15 +85,44 @@ def build_audiobert(
     return model, head_added, backbone
 
 
+GROUPS_DIR = "audiobert"
+
+
+def save_group(folder: Path, model: AudioBert) -> None:
+    """One trained AudioBERT's own files: LoRA adapter and injection tensors."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.lm.save_pretrained(folder / "adapter")
+    save_file(injection_state(model), folder / "injection.safetensors")
+
+
 @dataclass
 class SavedModel:
     directory: Path
     config: TrainConfig
     meta: dict[str, Any]
     tokenizer: PreTrainedTokenizerBase
-    model: AudioBert
     detector: PreTrainedModel
     device: torch.device
+    groups: dict[str, list[str]]  # AudioBERT name → tasks
+    group_dirs: dict[str, Path]
+    _models: dict[str, AudioBert] = field(default_factory=dict)
+
+    def group_of(self, task: str) -> str:
+        for name, tasks in self.groups.items():
+            if task in tasks:
+                return name
+        raise ForgeError(
+            f"the model in {self.directory} was not trained on {task} "
+            f"(it answers {', '.join(t for ts in self.groups.values() for t in ts)})"
+        )
+
+    def model_for(self, task: str) -> AudioBert:
+        """The AudioBERT answering `task`, loaded on first use."""
+        name = self.group_of(task)
+        if name not in self._models:
+            self._models[name] = _load_group(self.group_dirs[name], self.config, self.meta)
+            self._models[name].to(self.device).eval()
+        return self._models[name]
 
 
 def save_model_files(
@@ -96,8 +130,8 @@ def save_model_files(
     config: TrainConfig,
     meta: dict[str, Any],
     tokenizer: PreTrainedTokenizerBase,
-    model: AudioBert,
     detector: PreTrainedModel,
+    group_dirs: dict[str, Path],
     extra_files: dict[str, str],
 ) -> Path:
     """Write every file into a temp folder beside `target`, then swap it in atomically."""
@@ -106,14 +140,21 @@ def save_model_files(
     tmp = parent / f".{target.name}.{secrets.token_hex(4)}.partial"
     tmp.mkdir()
     try:
-        (tmp / "config.json").write_text(config.model_dump_json(indent=1))
-        (tmp / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        # Text files a model is shared with (card, metrics, config) carry no secret.
+        (tmp / "config.json").write_text(redact_text(config.model_dump_json(indent=1)))
+        (tmp / "model.json").write_text(redact_text(json.dumps(meta, indent=1, sort_keys=True)))
         tokenizer.save_pretrained(tmp / "tokenizer")
-        model.lm.save_pretrained(tmp / "adapter")
-        save_file(injection_state(model), tmp / "injection.safetensors")
+        for name, folder in group_dirs.items():
+            for part in ("adapter", "injection.safetensors"):
+                source, dest = folder / part, tmp / GROUPS_DIR / name / part
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if source.is_dir():
+                    shutil.copytree(source, dest)
+                else:
+                    shutil.copy2(source, dest)
         detector.save_pretrained(tmp / "span_detector")
         for name, text in extra_files.items():
-            (tmp / name).write_text(text, encoding="utf-8")
+            (tmp / name).write_text(redact_text(text), encoding="utf-8")
         old = parent / f".{target.name}.{secrets.token_hex(4)}.old"
         if target.exists():
             os.replace(target, old)
@@ -125,17 +166,30 @@ def save_model_files(
     return target
 
 
+def _load_group(folder: Path, config: TrainConfig, meta: dict[str, Any]) -> AudioBert:
+    with quiet_transformers():
+        lm, head_added = load_masked_lm(resolve_backbone(config.backbone))
+        lm = PeftModel.from_pretrained(lm, folder / "adapter")
+    model = AudioBert(lm, int(meta["audio_dim"]), train_head=head_added)
+    load_injection_state(model, load_file(folder / "injection.safetensors"))
+    return model
+
+
 def load_saved_model(directory: Path | str, device: torch.device | None = None) -> SavedModel:
     directory = Path(directory)
-    required = [
-        "config.json",
-        "model.json",
-        "tokenizer",
-        "adapter",
-        "injection.safetensors",
-        "span_detector",
-    ]
+    required = ["config.json", "model.json", "tokenizer", "span_detector"]
     missing = [name for name in required if not (directory / name).exists()]
+    meta = json.loads((directory / "model.json").read_text()) if not missing else {}
+    groups: dict[str, list[str]] = meta.get("groups") or {"joint": meta.get("tasks", [])}
+    group_dirs = {
+        name: directory / GROUPS_DIR / name if "groups" in meta else directory for name in groups
+    }
+    missing += [
+        str(folder.relative_to(directory) / part)
+        for folder in group_dirs.values()
+        for part in ("adapter", "injection.safetensors")
+        if not (folder / part).exists()
+    ]
     if missing:
         raise MissingArtifactError(
             "trained AudioBERT",
@@ -145,18 +199,12 @@ def load_saved_model(directory: Path | str, device: torch.device | None = None) 
     from transformers import AutoTokenizer
 
     config = TrainConfig.model_validate_json((directory / "config.json").read_text())
-    meta = json.loads((directory / "model.json").read_text())
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(directory / "tokenizer")
-        lm, head_added = load_masked_lm(resolve_backbone(config.backbone))
-        lm = PeftModel.from_pretrained(lm, directory / "adapter")
         detector = AutoModelForTokenClassification.from_pretrained(directory / "span_detector")
-    model = AudioBert(lm, int(meta["audio_dim"]), train_head=head_added)
-    load_injection_state(model, load_file(directory / "injection.safetensors"))
     device = device or pick_device(config.device)
-    model.to(device).eval()
     detector.to(device).eval()
-    return SavedModel(directory, config, meta, tokenizer, model, detector, device)
+    return SavedModel(directory, config, meta, tokenizer, detector, device, groups, group_dirs)
 
 
 def latest_model_dir(warehouse_root: Path) -> Path:

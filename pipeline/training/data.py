@@ -1,35 +1,29 @@
 """AuditoryBench items as model inputs: reading, mask expansion, span alignment, encoding.
 
 Items come from the warehouse view `items_current` (valid, kept-or-unscored items of the
-two AuditoryBench tasks) or from an AuditoryBench-format CSV:
+two AuditoryBench tasks) or from an AuditoryBench-format CSV (`pipeline.training.published`).
 
-* animal: `animal,description,sentence` — `description` is the span, `animal` the answer;
-* pitch:  `sentence,answer,span1,span2` (extra columns of the first release are ignored).
-
-The sentence holds one `[MASK]`. For the animal task it is expanded to one `[MASK]` per
-word piece of the answer (published evaluation); pitch answers are one piece each.
+The sentence holds one literal `[MASK]`; encoding writes the backbone's own mask token
+(`[MASK]` for BERT, `<mask>` for RoBERTa). For the animal task it is expanded to one mask
+per word piece of the answer (published evaluation); pitch answers are one piece each.
+Answer pieces are tokenised in the sentence (a BPE backbone sees `Ġcat`, not `cat`).
 Span positions are found through the fast tokenizer's offset mapping.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from pipeline.errors import InputFormatError
 from pipeline.storage import Warehouse
 from pipeline.training.config import TaskName
 
 MASK = "[MASK]"
 PITCH_ANSWERS = ("higher", "lower")
-ANIMAL_COLUMNS = ("animal", "description", "sentence")
-PITCH_COLUMNS = ("sentence", "answer", "span1", "span2")
 _MASK_RE = re.compile(re.escape(MASK))
 
 
@@ -66,16 +60,50 @@ class SkipCounter(Counter[str]):
     """Examples left out of a stage, by reason code (reported, never silent)."""
 
 
-def answer_pieces(tokenizer: PreTrainedTokenizerBase, answer: str) -> list[int]:
-    return list(tokenizer(answer.strip(), add_special_tokens=False)["input_ids"])
+def mask_token(tokenizer: PreTrainedTokenizerBase) -> str:
+    """The backbone's own mask token: `[MASK]` for BERT, `<mask>` for RoBERTa."""
+    token = tokenizer.mask_token
+    if not token:
+        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no mask token")
+    return str(token)
+
+
+def answer_pieces(tokenizer: PreTrainedTokenizerBase, sentence: str, answer: str) -> list[int]:
+    """Word pieces of `answer` as the backbone sees it in place of the sentence's [MASK].
+
+    The answer is tokenised inside the filled sentence, not alone: a byte-level BPE
+    (RoBERTa) gives `Ġcat` after a space but `cat` alone, and only the former is what the
+    model predicts at a mask that follows a space. WordPiece gives the same pieces both ways.
+    """
+    answer = answer.strip()
+    at = sentence.find(MASK)
+    if at < 0 or not answer:
+        return list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    filled = sentence[:at] + answer + sentence[at + len(MASK) :]
+    encoding = tokenizer(filled, add_special_tokens=False, return_offsets_mapping=True)
+    end = at + len(answer)
+    return [
+        token
+        for token, (start, stop) in zip(
+            encoding["input_ids"], encoding["offset_mapping"], strict=True
+        )
+        if stop > start and start < end and stop > at
+    ]
+
+
+def word_in_context(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]:
+    """Pieces of `word` after a space mid-sentence (e.g. the pitch answers at their mask)."""
+    return answer_pieces(tokenizer, f"a {MASK}", word)
 
 
 def expanded_sentence(tokenizer: PreTrainedTokenizerBase, example: Example) -> str:
-    """The sentence with one [MASK] per answer word piece (animal) or kept as is (pitch)."""
+    """The sentence in the backbone's mask token, one mask per answer piece (animal, as
+    published) or kept at one (pitch)."""
+    token = mask_token(tokenizer)
+    count = 1
     if example.task == "auditorybench-animal":
-        count = max(1, len(answer_pieces(tokenizer, example.answer)))
-        return _MASK_RE.sub(" ".join([MASK] * count), example.sentence, count=1)
-    return example.sentence
+        count = max(1, len(answer_pieces(tokenizer, example.sentence, example.answer)))
+    return _MASK_RE.sub(lambda _: " ".join([token] * count), example.sentence, count=1)
 
 
 def find_span_ranges(text: str, spans: list[str]) -> list[tuple[int, int] | None]:
@@ -138,9 +166,16 @@ def encode_examples(
     """Tokenise examples; ones whose [MASK] is missing or truncated are counted and left out.
 
     `expand_masks=False` keeps the sentence's own [MASK]s (prediction, answer unknown).
+    The literal `[MASK]` of the data becomes the backbone's own mask token.
     """
     skipped = skipped if skipped is not None else SkipCounter()
-    texts = [expanded_sentence(tokenizer, ex) if expand_masks else ex.sentence for ex in examples]
+    token = mask_token(tokenizer)
+    texts = [
+        expanded_sentence(tokenizer, ex)
+        if expand_masks
+        else _MASK_RE.sub(lambda _: token, ex.sentence)
+        for ex in examples
+    ]
     if not texts:
         return []
     batch = tokenizer(
@@ -160,7 +195,13 @@ def encode_examples(
         # [MASK] is a special token for the tokenizer but a real position for us.
         special = [s and tok != mask_id for s, tok in zip(special, input_ids, strict=True)]
         mask_positions = [i for i, tok in enumerate(input_ids) if tok == mask_id]
-        targets = answer_pieces(tokenizer, example.answer)
+        # Without expansion the answer is unknown (prediction): the masks are the targets'
+        # slots and are never scored.
+        targets = (
+            answer_pieces(tokenizer, example.sentence, example.answer)
+            if expand_masks
+            else [mask_id] * len(mask_positions)
+        )
         if not mask_positions:
             skipped["mask_missing_or_truncated"] += 1
             continue
@@ -241,51 +282,3 @@ def item_data_version(warehouse: Warehouse, tasks: list[TaskName]) -> list[dict[
         """,
         list(tasks),
     )
-
-
-def read_auditorybench_csv(
-    path: Path | str, skipped: SkipCounter | None = None
-) -> tuple[TaskName, list[Example]]:
-    """Read an AuditoryBench CSV of either task; unusable rows are counted, not fatal."""
-    path = Path(path)
-    skipped = skipped if skipped is not None else SkipCounter()
-    if not path.is_file():
-        raise InputFormatError(path, "file not found")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [h.strip() for h in reader.fieldnames or []]
-        if set(ANIMAL_COLUMNS) <= set(header):
-            task: TaskName = "auditorybench-animal"
-        elif set(PITCH_COLUMNS) <= set(header):
-            task = "auditorybench-pitch"
-        else:
-            raise InputFormatError(
-                path,
-                f"header {header} has neither the animal columns {list(ANIMAL_COLUMNS)} "
-                f"nor the pitch columns {list(PITCH_COLUMNS)}",
-            )
-        examples: list[Example] = []
-        for row_number, raw in enumerate(reader, start=1):
-            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            sentence = row["sentence"]
-            if task == "auditorybench-animal":
-                answer, spans = row["animal"], [row["description"]]
-            else:
-                answer, spans = row["answer"].lower(), [row["span1"], row["span2"]]
-            if sentence.count(MASK) != 1:
-                skipped["sentence_without_single_mask"] += 1
-                continue
-            if not answer or (task == "auditorybench-pitch" and answer not in PITCH_ANSWERS):
-                skipped["bad_answer"] += 1
-                continue
-            examples.append(
-                Example(
-                    item_id=f"{path.name}:{row_number}",
-                    task=task,
-                    split=path.stem,
-                    sentence=sentence,
-                    answer=answer,
-                    spans=[s for s in spans if s],
-                )
-            )
-    return task, examples

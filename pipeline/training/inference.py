@@ -1,7 +1,9 @@
 """Using a saved AudioBERT: score an AuditoryBench CSV, or fill the [MASK] of one sentence.
 
-Both run the full published pipeline: span detector → `"{span} sound"` through the CLAP
-text tower → nearest clip in the warehouse's clip embeddings → inject → fill the mask.
+Both run span detector → `"{span} sound"` through the CLAP text tower → nearest clip in
+the warehouse's clip embeddings → inject → fill the mask, with the task's own model. A CSV
+carries gold spans, so it is scored under the published protocol (inject at the gold span,
+audio retrieved by the detected span) and end to end (inject at the detected span).
 """
 
 from __future__ import annotations
@@ -19,16 +21,22 @@ from pipeline.training.artifacts import (
     load_clap_scorer,
     load_saved_model,
 )
+from pipeline.training.card import ROW_LABELS
 from pipeline.training.config import TaskName
 from pipeline.training.data import (
     MASK,
     Example,
     SkipCounter,
     encode_examples,
-    read_auditorybench_csv,
 )
-from pipeline.training.evaluation import evaluate_variants, predict_masks
-from pipeline.training.inputs import pipeline_plans
+from pipeline.training.evaluation import (
+    END_TO_END,
+    PUBLISHED_PROTOCOL,
+    evaluate_variants,
+    predict_masks,
+)
+from pipeline.training.inputs import pipeline_plans, published_plans
+from pipeline.training.published import read_auditorybench_csv
 from pipeline.training.retrieval import RetrievalIndex, load_index
 from pipeline.training.span_detector import predict_token_labels, span_metrics
 
@@ -46,6 +54,7 @@ class CsvEvaluation(BaseModel):
     correct: dict[str, int] = Field(default_factory=dict)
     span_detector: dict[str, float] = Field(default_factory=dict)
     clap_is_random: bool = False
+    backbone_comparable_with_paper: bool = True
 
     def lines(self) -> list[str]:
         out = [
@@ -53,9 +62,15 @@ class CsvEvaluation(BaseModel):
             f"with {self.model_dir}"
         ]
         out += [
-            f"  {name:<15} {self.accuracy[name]:6.2f} %  ({self.correct[name]}/{self.evaluated})"
+            f"  {name:<19} {self.accuracy[name]:6.2f} %  ({self.correct[name]}/{self.evaluated})"
+            f"  {ROW_LABELS.get(name, '')}"
             for name in self.accuracy
         ]
+        if not self.backbone_comparable_with_paper:
+            out.append(
+                "  backbone_zero_shot: the backbone had no pretrained masked-LM head (one was "
+                "added), so this row is not comparable with the paper's BERT rows"
+            )
         if self.span_detector:
             out.append(
                 f"  span detector token F1 {self.span_detector['token_f1']:.3f}, "
@@ -90,10 +105,11 @@ def open_index(warehouse: Warehouse, saved: SavedModel, scorer: Any) -> Retrieva
             f"clip_embeddings for {scorer.backend}:{scorer.checkpoint_id} in {warehouse.root}",
             "use the warehouse the model was trained on (--warehouse)",
         )
-    if index.audio_dim != saved.model.audio_dim:
+    expected = int(saved.meta["audio_dim"])
+    if index.audio_dim != expected:
         raise ForgeError(
             f"clip embeddings are {index.audio_dim}-d but the model expects "
-            f"{saved.model.audio_dim}-d: CLAP checkpoint differs from the training run"
+            f"{expected}-d: CLAP checkpoint differs from the training run"
         )
     return index
 
@@ -120,7 +136,8 @@ def evaluate_csv(
     scorer: Any | None = None,
     batch_size: int = 64,
 ) -> CsvEvaluation:
-    """Accuracy of AudioBERT, the same model without audio, and the backbone on one CSV."""
+    """Accuracy of the task's AudioBERT (published protocol, end to end), the same model
+    without audio, and the backbone on one CSV."""
     saved, scorer, index = _open(warehouse, model_dir, scorer)
     skipped = SkipCounter()
     task, examples = read_auditorybench_csv(csv_path, skipped)
@@ -129,12 +146,16 @@ def evaluate_csv(
         examples = examples[:max_rows]
     if task not in saved.config.tasks:
         raise ForgeError(f"{csv_path}: the model was not trained on {task}")
+    model = saved.model_for(task)
     tokenizer, device = saved.tokenizer, saved.device
     encoded = encode_examples(tokenizer, examples, saved.config.max_length, skipped)
     pad_id = tokenizer.pad_token_id
     labels = predict_token_labels(saved.detector, encoded, pad_id, device, batch_size)
-    plans = pipeline_plans(encoded, labels, index, scorer)
-    results = evaluate_variants(saved.model, {"audiobert": plans}, tokenizer, device, batch_size)
+    variants = {
+        PUBLISHED_PROTOCOL: published_plans(encoded, labels, index, scorer),
+        END_TO_END: pipeline_plans(encoded, labels, index, scorer),
+    }
+    results = evaluate_variants(model, variants, tokenizer, device, batch_size)
     # CSV spans that are not verbatim in the sentence cannot be scored token by token.
     located = [
         (example, predicted)
@@ -154,6 +175,7 @@ def evaluate_csv(
         if located
         else {},
         clap_is_random=bool(saved.meta["clap"]["is_random"]),
+        backbone_comparable_with_paper=not saved.meta.get("mlm_head_added", False),
     )
 
 
@@ -186,8 +208,9 @@ def predict(
     device = saved.device
     labels = predict_token_labels(saved.detector, encoded, tokenizer.pad_token_id, device)
     plan = pipeline_plans(encoded, labels, index, scorer)[0]
-    with_audio = predict_masks(saved.model, [plan], tokenizer, device, inject=True)[0]
-    text_only = predict_masks(saved.model, [plan], tokenizer, device, inject=False)[0]
+    model = saved.model_for(task)
+    with_audio = predict_masks(model, [plan], tokenizer, device, inject=True)[0]
+    text_only = predict_masks(model, [plan], tokenizer, device, inject=False)[0]
     return Prediction(
         sentence=sentence,
         task=task,

@@ -1,9 +1,18 @@
 """Injection plans (which token gets which audio embedding) and AudioBERT batches.
 
-Two ways to plan an example:
-* gold — the item's own spans and its own source clips (training, and the oracle score);
-* pipeline — spans from the span detector, clips retrieved from the CLAP index by
-  `"{span} sound"` (evaluation and `forge predict`, as published).
+Three ways to plan an example:
+* published — as the published code does (github HJ-Ok/AudioBERT, `model/clap_retrieval`
+  and `model/AudioBERT/*/dataloader.py`), for training, dev selection and the
+  `published_protocol` evaluation row: the audio is the top-1 clip retrieved with
+  `"{span} sound"` for the span the *detector* found (slot 1: the first detected span;
+  slot 2: the second, else the first; no span detected: the query `" sound"`), and it is
+  injected at the first word piece of the *gold* span (`description`; `span1`, `span2`).
+  Where the gold span is not in the sentence the reference injects at the first / last
+  token; we inject nothing there and count it (`span_not_found_in_sentence`).
+* pipeline — detected span position and detected-span retrieval (`end_to_end` row,
+  `forge predict`): what a user without gold spans gets.
+* own clip — the item's own spans and source clips (optional training source, and the
+  `own_clip_oracle` row).
 """
 
 from __future__ import annotations
@@ -62,25 +71,64 @@ def gold_plans(
     return plans
 
 
-def pipeline_plans(
+def detected_spans(encoded: Encoded, labels: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs of span tokens the detector marked, in sentence order; a mask is never a span
+    (injecting there would overwrite the question)."""
+    from pipeline.training.span_detector import label_runs
+
+    masks = set(encoded.mask_positions)
+    return label_runs([0 if i in masks else label for i, label in enumerate(labels)])
+
+
+def published_queries(task: str, detected: list[str]) -> list[str]:
+    """The span text each slot's retrieval query uses, with the reference's fallbacks."""
+    slots = 1 if task == "auditorybench-animal" else MAX_SLOTS
+    queries: list[str] = []
+    for slot in range(slots):
+        if slot < len(detected):
+            queries.append(detected[slot])
+        elif detected:
+            queries.append(detected[0])
+        else:
+            queries.append("")  # span_query("") is " sound", the reference's fallback query
+    return queries
+
+
+def published_plans(
     encoded: Sequence[Encoded],
     token_labels: Sequence[Sequence[int]],
     index: RetrievalIndex,
     scorer: TextEmbedder,
+    skipped: SkipCounter | None = None,
 ) -> list[Prepared]:
-    """Detected spans → top-1 retrieved clip each → inject at the span's first token."""
-    from pipeline.training.span_detector import label_runs
-
+    """Gold span positions, audio retrieved by the detected spans (the published protocol)."""
+    skipped = skipped if skipped is not None else SkipCounter()
     plans: list[Prepared] = []
     queries: list[tuple[int, str]] = []
     for row, (example, labels) in enumerate(zip(encoded, token_labels, strict=True)):
-        # A [MASK] is never part of a span: injecting there would overwrite the question.
-        masks = set(example.mask_positions)
-        labels = [0 if i in masks else label for i, label in enumerate(labels)]
-        runs = select_spans(example.example.task, label_runs(labels))
-        plan = Prepared(example, positions=[a for a, _ in runs], spans=runs_to_text(example, runs))
+        detected = runs_to_text(example, detected_spans(example, labels))
+        plan = Prepared(example)
+        wanted = published_queries(example.example.task, detected)
+        for slot, query in enumerate(wanted):
+            position = example.span_positions[slot] if slot < len(example.span_positions) else -1
+            if position < 0:
+                skipped["span_not_found_in_sentence"] += 1
+                continue
+            plan.positions.append(position)
+            plan.spans.append(query)
+            queries.append((row, query))
         plans.append(plan)
-        queries.extend((row, span) for span in plan.spans)
+    _attach_retrieved(plans, queries, index, scorer)
+    return plans
+
+
+def _attach_retrieved(
+    plans: list[Prepared],
+    queries: list[tuple[int, str]],
+    index: RetrievalIndex,
+    scorer: TextEmbedder,
+) -> None:
+    """Top-1 clip for every (plan row, span) query, in one CLAP text batch."""
     if queries:
         results = index.retrieve(scorer, [span for _, span in queries], k=1)
         for (row, _), hits in zip(queries, results, strict=True):
@@ -90,6 +138,23 @@ def pipeline_plans(
     for plan in plans:
         if plan.clip_ids:
             plan.audio = np.stack([index.embedding(c) for c in plan.clip_ids])  # type: ignore[misc]
+
+
+def pipeline_plans(
+    encoded: Sequence[Encoded],
+    token_labels: Sequence[Sequence[int]],
+    index: RetrievalIndex,
+    scorer: TextEmbedder,
+) -> list[Prepared]:
+    """Detected spans → top-1 retrieved clip each → inject at the span's first token."""
+    plans: list[Prepared] = []
+    queries: list[tuple[int, str]] = []
+    for row, (example, labels) in enumerate(zip(encoded, token_labels, strict=True)):
+        runs = select_spans(example.example.task, detected_spans(example, labels))
+        plan = Prepared(example, positions=[a for a, _ in runs], spans=runs_to_text(example, runs))
+        plans.append(plan)
+        queries.extend((row, span) for span in plan.spans)
+    _attach_retrieved(plans, queries, index, scorer)
     return plans
 
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from pipeline.errors import ForgeError
+from pipeline.storage.checkpoints import NUMPY_ARRAYS, load_checkpoint
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -141,11 +142,13 @@ def fit(
     device: torch.device,
     evaluate: Callable[[], float] | None = None,
     on_step: Callable[[int], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train `module`'s trainable parameters; resumes from `work_dir/last.pt` if present.
 
     `evaluate()` (dev score, higher is better) runs after every epoch; the best epoch's
     trainable tensors are kept in `work_dir/best.pt` and loaded back at the end.
+    `on_epoch(history_entry)` reports each finished epoch (orchestrator logs, progress).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     module.to(device)
@@ -162,7 +165,7 @@ def fit(
     seed_everything(settings.seed)
     last_path = work_dir / LAST
     if last_path.exists():
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(last_path, what="training resume file", allow=NUMPY_ARRAYS)
         load_trainable_state(module, checkpoint["trainable"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -197,7 +200,7 @@ def fit(
         total=total,
         initial=result.global_step,
         desc=settings.label,
-        disable=not settings.progress,
+        disable=True if not settings.progress else None,  # None: only on a TTY
         dynamic_ncols=True,
     )
     micro = settings.batch_size
@@ -266,9 +269,11 @@ def fit(
                 result.best_score, result.best_epoch = score, epoch + 1
                 atomic_torch_save(trainable_state(module), work_dir / BEST)
             save_last(epoch + 1, 0)
+            if on_epoch is not None:
+                on_epoch({**result.history[-1], "epochs": settings.epochs, "label": settings.label})
     finally:
         bar.close()
     best_path = work_dir / BEST
     if best_path.exists():
-        load_trainable_state(module, torch.load(best_path, map_location="cpu"))
+        load_trainable_state(module, load_checkpoint(best_path, what="best-epoch weights"))
     return result

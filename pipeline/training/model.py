@@ -138,4 +138,12 @@ def _encoder_and_head(model: PreTrainedModel) -> tuple[nn.Module, nn.Module]:
 
 
 def _is_trainable_head_param(name: str) -> bool:
-    return "cls.predictions.transform." in name or name.endswith("cls.predictions.bias")
+    """The added head's transform and output bias (BERT `cls.predictions`, RoBERTa
+    `lm_head`); the decoder weight is the tied word embedding and stays frozen."""
+    return (
+        "cls.predictions.transform." in name
+        or name.endswith("cls.predictions.bias")
+        or ".lm_head.dense." in name
+        or ".lm_head.layer_norm." in name
+        or name.endswith(".lm_head.bias")
+    )

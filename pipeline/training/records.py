@@ -15,21 +15,27 @@ class ModelRecord(BaseModel):
     model_dir: str
     backbone: str
     mlm_head_added: bool
+    backbone_comparable_with_paper: bool
     tasks: list[str]
+    model_per_task: bool
+    train_audio: str
     clap_backend: str | None
     clap_checkpoint: str | None
     clap_is_random: bool
     config_fingerprint: str
+    data_fingerprint: str
     data_version: str | None
     train_items: int
     dev_items: int
     test_items: int
-    animal_test_acc: float | None = None
-    pitch_test_acc: float | None = None
+    animal_published_protocol_acc: float | None = None
+    pitch_published_protocol_acc: float | None = None
+    animal_end_to_end_acc: float | None = None
+    pitch_end_to_end_acc: float | None = None
     animal_text_only_acc: float | None = None
     pitch_text_only_acc: float | None = None
-    animal_backbone_acc: float | None = None
-    pitch_backbone_acc: float | None = None
+    animal_backbone_zero_shot_acc: float | None = None
+    pitch_backbone_zero_shot_acc: float | None = None
     span_token_f1: float | None = None
     retrieval_recall_at_1: float | None = None
     best_epoch: int | None = None
@@ -51,10 +57,19 @@ class TrainSummary(BaseModel):
     skipped: dict[str, int] = Field(default_factory=dict)  # reason → count
     test_accuracy: dict[str, dict[str, float]] = Field(default_factory=dict)  # task → variant → %
     resumed: bool = False
+    reused: bool = Field(
+        False, description="Data and config equal an earlier run's: its model was reused."
+    )
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
-        out = [f"model {self.run_id}: {self.model_dir}"]
+        if self.reused:
+            out = [
+                f"model {self.run_id} reused: same items, CLAP and config "
+                f"(nothing trained; --retrain to train again): {self.model_dir}"
+            ]
+        else:
+            out = [f"model {self.run_id}: {self.model_dir}"]
         for task, variants in self.test_accuracy.items():
             shown = ", ".join(f"{name} {value:.2f}" for name, value in variants.items())
             out.append(f"  {task} test accuracy %: {shown}")

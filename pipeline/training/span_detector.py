@@ -8,9 +8,10 @@ run exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -76,6 +77,7 @@ def train_span_detector(
     seed: int,
     progress: bool = True,
     bf16: bool = True,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Fine-tune all weights; the best epoch on dev token F1 is kept."""
     # Items whose spans could not be located carry no supervision: leave them out.
@@ -104,6 +106,7 @@ def train_span_detector(
         work_dir,
         device,
         evaluate=evaluate if dev else None,
+        on_epoch=on_epoch,
     )
 
 

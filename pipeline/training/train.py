@@ -1,17 +1,21 @@
 """`train_audiobert(warehouse, config, run_id)`: the whole AudioBERT run, from the warehouse's
-current AuditoryBench items to a saved model, its metrics, model card and `models` row.
+current AuditoryBench items to saved models, their metrics, model card and `models` row.
 
-Steps: read items → CLAP retrieval index (clip_embeddings) → span detector → AudioBERT
-(gold spans + own clips during training, best epoch on dev accuracy) → test evaluation
-(detected span → retrieved clip → inject, as published; plus gold-span/own-clip,
-text-only and backbone baselines) → files under `<warehouse>/models/<run_id>/`.
+Steps, as published (github HJ-Ok/AudioBERT `model/`): read items → CLAP retrieval index
+(clip_embeddings) → one span detector for both tasks → one AudioBERT per task, trained on
+the top-1 clip retrieved for the detected span, injected at the gold span (best epoch on
+dev accuracy under the same protocol) → test evaluation rows (`published_protocol`,
+`end_to_end`, `own_clip_oracle`, `text_only`, `backbone_zero_shot`, see evaluation.py) →
+files under `<warehouse>/models/<run_id>/`.
 
 A run is resumable: its checkpoints live in `<warehouse>/models/.work/<run_id>/` until the
 model is saved, and calling again with the same run_id and config continues from them.
+A run whose items, CLAP and config equal a saved model's returns that model (`reused`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -24,12 +28,7 @@ from transformers import AutoModelForTokenClassification
 from pipeline.errors import ForgeError
 from pipeline.storage import Warehouse
 from pipeline.storage.warehouse import utc_now
-from pipeline.training.artifacts import (
-    build_audiobert,
-    load_clap_scorer,
-    models_root,
-    save_model_files,
-)
+from pipeline.training.artifacts import load_clap_scorer, models_root, save_model_files
 from pipeline.training.backbone import (
     load_token_classifier,
     load_tokenizer,
@@ -40,14 +39,20 @@ from pipeline.training.card import PUBLISHED, model_card
 from pipeline.training.config import TrainConfig
 from pipeline.training.data import (
     Encoded,
+    Example,
     SkipCounter,
     encode_examples,
     item_data_version,
     load_items,
 )
-from pipeline.training.evaluation import accuracy, evaluate_variants, predict_masks
-from pipeline.training.inputs import Prepared, gold_plans, make_batch, pipeline_plans
-from pipeline.training.loop import LoopSettings, fit, pick_device, seed_everything
+from pipeline.training.evaluation import (
+    BACKBONE_ZERO_SHOT,
+    END_TO_END,
+    PUBLISHED_PROTOCOL,
+    TEXT_ONLY,
+)
+from pipeline.training.groups import EpochHook, GroupContext, Key, train_group
+from pipeline.training.loop import pick_device, seed_everything
 from pipeline.training.records import ModelRecord, TrainSummary
 from pipeline.training.retrieval import build_index, retrieval_recall
 from pipeline.training.span_detector import (
@@ -74,8 +79,51 @@ def _check_work_dir(work: Path, config: TrainConfig) -> bool:
     return False
 
 
-def _flatten(encoded: dict[tuple[str, str], list[Encoded]], split: str) -> list[Encoded]:
-    return [e for (_, s), values in sorted(encoded.items()) for e in values if s == split]
+def _flatten(encoded: dict[Key, list[Encoded]], split: str, tasks: Sequence[str]) -> list[Encoded]:
+    return [
+        e for (t, s), values in sorted(encoded.items()) for e in values if s == split and t in tasks
+    ]
+
+
+def data_fingerprint(items: dict[Key, list[Example]], clap_identity: str) -> str:
+    """Hash of every item trained or evaluated on and the CLAP that embeds the audio."""
+    digest = hashlib.sha256(clap_identity.encode())
+    for key in sorted(items):
+        for ex in items[key]:
+            row = [*key, ex.item_id, ex.sentence, ex.answer, ex.spans, ex.clip_ids]
+            digest.update(json.dumps(row).encode())
+    return digest.hexdigest()[:16]
+
+
+def reusable_model(warehouse: Warehouse, config_fp: str, data_fp: str) -> dict[str, Any] | None:
+    """The newest saved model trained on the same data with the same config, if its files
+    are still there."""
+    if not warehouse.partitions("models"):
+        return None
+    rows = warehouse.rows(
+        "SELECT run_id, model_dir, metrics FROM models WHERE config_fingerprint = ? "
+        "AND data_fingerprint = ? ORDER BY created_at DESC",
+        [config_fp, data_fp],
+    )
+    for row in rows:
+        if (Path(row["model_dir"]) / "model.json").is_file():
+            return row
+    return None
+
+
+def _pool_clip_ids(
+    warehouse: Warehouse, config: TrainConfig, items: dict[Key, list[Example]]
+) -> list[str]:
+    item_clips = sorted({c for values in items.values() for ex in values for c in ex.clip_ids})
+    without_clips = any(not ex.clip_ids for values in items.values() for ex in values)
+    pool = config.retrieval_pool
+    if pool == "all_clips" or (pool == "auto" and without_clips):
+        # Items without a clip (published imports) get audio by retrieval over every clip.
+        every = [
+            r["clip_id"] for r in warehouse.rows("SELECT DISTINCT clip_id FROM clips ORDER BY 1")
+        ]
+        return sorted(set(every) | set(item_clips))
+    return item_clips
 
 
 def train_audiobert(
@@ -83,30 +131,39 @@ def train_audiobert(
     config: TrainConfig | None,
     run_id: str,
     dataset_run_id: str | None = None,
+    reuse: bool = True,
+    on_epoch: EpochHook | None = None,
 ) -> TrainSummary:
-    """Train, evaluate and save one AudioBERT; `dataset_run_id` names the build that made
-    the data (recorded with the model)."""
+    """Train, evaluate and save the AudioBERT model(s) of one run; `dataset_run_id` names
+    the build that made the data (recorded with the model). With `reuse`, an earlier model
+    of the same items, CLAP and config is returned instead of training again."""
     started = time.perf_counter()
     config = config or TrainConfig()
     seed_everything(config.seed)
-    device = pick_device(config.device)
-    backbone = resolve_backbone(config.backbone)
-    tokenizer = load_tokenizer(backbone)
-    pad_id = tokenizer.pad_token_id
-
     items = load_items(warehouse, config.tasks, max_per_split=config.max_items_per_split)
     counts = {f"{task}/{split}": len(values) for (task, split), values in items.items()}
     if not any(items[(task, "train")] for task in config.tasks):
         raise ForgeError(
             f"no usable training items for {', '.join(config.tasks)} in items_current "
-            "(valid, kept or unscored, split train); generate the AuditoryBench tasks first"
+            "(valid, kept or unscored, split train); generate the AuditoryBench tasks or "
+            "import the published CSVs first"
         )
-    data_version = item_data_version(warehouse, config.tasks)
-
     scorer = load_clap_scorer(config.clap)
+    data_fp = data_fingerprint(
+        items, f"{scorer.backend}:{scorer.checkpoint_id}:{scorer.crop_policy}"
+    )
+    if reuse:
+        existing = reusable_model(warehouse, config.fingerprint(), data_fp)
+        if existing is not None:
+            return _reused_summary(existing, time.perf_counter() - started)
+
+    device = pick_device(config.device)
+    backbone = resolve_backbone(config.backbone)
+    tokenizer = load_tokenizer(backbone)
+    pad_id = tokenizer.pad_token_id
+    data_version = item_data_version(warehouse, config.tasks)
     clap_is_random = config.clap.mode == "tiny-random"
-    all_clip_ids = sorted({c for values in items.values() for ex in values for c in ex.clip_ids})
-    index = build_index(warehouse, scorer, all_clip_ids, run_id)
+    index = build_index(warehouse, scorer, _pool_clip_ids(warehouse, config, items), run_id)
 
     skipped = SkipCounter()
     encoded = {
@@ -116,7 +173,7 @@ def train_audiobert(
     work = models_root(warehouse.root) / ".work" / run_id
     resumed = _check_work_dir(work, config)
 
-    # ---- span detector ----------------------------------------------------------------
+    # ---- span detector (one for both tasks, as published) -------------------------------
     detector_dir = work / "span_detector"
     if (detector_dir / "config.json").exists():
         with quiet_transformers():
@@ -127,8 +184,8 @@ def train_audiobert(
         detector = load_token_classifier(backbone, config.seed)
         fit_result = train_span_detector(
             detector,
-            _flatten(encoded, "train"),
-            _flatten(encoded, "dev"),
+            _flatten(encoded, "train", config.tasks),
+            _flatten(encoded, "dev", config.tasks),
             config.span_detector,
             pad_id,
             work / "span_detector_ckpt",
@@ -136,6 +193,7 @@ def train_audiobert(
             config.seed,
             progress=config.progress,
             bf16=config.bf16,
+            on_epoch=on_epoch,
         )
         span_fit = {
             "best_epoch": fit_result.best_epoch,
@@ -145,9 +203,13 @@ def train_audiobert(
         }
         detector.save_pretrained(detector_dir)
         (work / "span_detector_fit.json").write_text(json.dumps(span_fit))
+    labels = {
+        key: predict_token_labels(detector, values, pad_id, device) if values else []
+        for key, values in encoded.items()
+    }
     span_eval = {
         split: {
-            task: span_metrics(values, predict_token_labels(detector, values, pad_id, device))
+            task: span_metrics(values, labels[(task, s)])
             for (task, s), values in encoded.items()
             if s == split and values
         }
@@ -160,70 +222,24 @@ def train_audiobert(
         task: retrieval_recall(index, scorer, items[(task, "dev")], ks) for task in config.tasks
     }
 
-    # ---- AudioBERT ------------------------------------------------------------------------
-    model, head_added, _ = build_audiobert(config, index.audio_dim)
-    train_plans = [p for p in gold_plans(_flatten(encoded, "train"), index, skipped) if p.positions]
-    without_audio = len(_flatten(encoded, "train")) - len(train_plans)
-    if without_audio:
-        skipped["train_items_without_audio"] += without_audio
-    dev_plans = {
-        task: gold_plans(values, index)
-        for (task, split), values in encoded.items()
-        if split == "dev" and values
+    # ---- AudioBERT: one per task (or one joint) ----------------------------------------------
+    groups = (
+        {task: [task] for task in config.tasks}
+        if config.model_per_task
+        else {"joint": list(config.tasks)}
+    )
+    context = GroupContext(config, tokenizer, device, index, scorer, encoded, labels, on_epoch)
+    results = {
+        name: train_group(context, name, tasks, work / "audiobert" / name)
+        for name, tasks in groups.items()
     }
-
-    def dev_score() -> float:
-        scores = [
-            accuracy(predict_masks(model, plans, tokenizer, device, True, config.eval_batch_size))[
-                "accuracy"
-            ]
-            for plans in dev_plans.values()
-        ]
-        return sum(scores) / len(scores) if scores else 0.0
-
-    loop = LoopSettings(
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        grad_accum_steps=config.grad_accum_steps,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        grad_clip=config.grad_clip,
-        seed=config.seed,
-        checkpoint_every_steps=config.checkpoint_every_steps,
-        bf16=config.bf16,
-        progress=config.progress,
-        label="audiobert",
-    )
-    audio_dim = index.audio_dim
-    fit_result = fit(
-        model,
-        len(train_plans),
-        lambda idx: make_batch([train_plans[i] for i in idx], pad_id, audio_dim),
-        lambda module, batch: module(batch)[0],
-        loop,
-        work / "audiobert_ckpt",
-        device,
-        evaluate=dev_score if dev_plans else None,
-        on_step=None,
-    )
-
-    # ---- evaluation -----------------------------------------------------------------------
+    for result in results.values():
+        skipped.update(result.pop("skipped"))
+    head_added = any(r["head_added"] for r in results.values())
     evaluation: dict[str, dict[str, Any]] = {}
-    for split in ("test", "wiki"):
-        for task in config.tasks:
-            values = encoded.get((task, split), [])
-            if not values:
-                continue
-            labels = predict_token_labels(detector, values, pad_id, device)
-            variants: dict[str, Sequence[Prepared]] = {
-                "audiobert": pipeline_plans(values, labels, index, scorer)
-            }
-            if split != "wiki":
-                variants["audiobert_gold"] = gold_plans(values, index)
-            evaluation.setdefault(split, {})[task] = evaluate_variants(
-                model, variants, tokenizer, device, config.eval_batch_size
-            )
+    for result in results.values():
+        for split, per_task in result["evaluation"].items():
+            evaluation.setdefault(split, {}).update(per_task)
 
     metrics: dict[str, Any] = {
         "run_id": run_id,
@@ -231,6 +247,9 @@ def train_audiobert(
         "backbone": config.backbone,
         "backbone_location": backbone.location,
         "mlm_head_added": head_added,
+        "backbone_comparable_with_paper": not head_added,
+        "groups": groups,
+        "train_audio": config.train_audio,
         "clap": {
             "mode": config.clap.mode,
             "backend": scorer.backend,
@@ -242,18 +261,11 @@ def train_audiobert(
         "items": counts,
         "skipped": dict(skipped),
         "data_version": data_version,
+        "data_fingerprint": data_fp,
         "span_detector": {"fit": span_fit, **span_eval},
         "retrieval": {"dev": retrieval_eval, "index": index.metadata()},
         "audiobert": {
-            "fit": {
-                "best_epoch": fit_result.best_epoch,
-                "best_dev_accuracy": fit_result.best_score,
-                "steps": fit_result.global_step,
-                "total_steps": fit_result.total_steps,
-                "resumed_from_step": fit_result.resumed_from_step,
-                "history": fit_result.history,
-                "train_examples": len(train_plans),
-            },
+            "fit": {name: result["fit"] for name, result in results.items()},
             "evaluation": evaluation,
         },
         "published": PUBLISHED,
@@ -263,8 +275,9 @@ def train_audiobert(
         "backbone": config.backbone,
         "backbone_location": backbone.location,
         "mlm_head_added": head_added,
-        "audio_dim": audio_dim,
+        "audio_dim": index.audio_dim,
         "tasks": list(config.tasks),
+        "groups": groups,
         "retrieval_index": index.metadata(),
         "clap": metrics["clap"],
     }
@@ -274,8 +287,8 @@ def train_audiobert(
         config,
         meta,
         tokenizer,
-        model,
         detector,
+        {name: work / "audiobert" / name for name in groups},
         {
             "metrics.json": json.dumps(metrics, indent=1, default=str),
             "retrieval_index.json": json.dumps(
@@ -286,8 +299,6 @@ def train_audiobert(
     )
     _record_model(warehouse, run_id, model_dir, config, metrics, head_added, counts)
     shutil.rmtree(work, ignore_errors=True)
-
-    test = evaluation.get("test", {})
     return TrainSummary(
         run_id=run_id,
         model_dir=str(model_dir),
@@ -296,12 +307,33 @@ def train_audiobert(
         clap_is_random=clap_is_random,
         items=counts,
         skipped=dict(skipped),
-        test_accuracy={
-            task: {name: result["accuracy"] for name, result in variants.items()}
-            for task, variants in test.items()
-        },
+        test_accuracy=_test_accuracy(metrics),
         resumed=resumed,
         seconds=time.perf_counter() - started,
+    )
+
+
+def _test_accuracy(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    test = metrics["audiobert"]["evaluation"].get("test", {})
+    return {
+        task: {name: result["accuracy"] for name, result in variants.items()}
+        for task, variants in test.items()
+    }
+
+
+def _reused_summary(row: dict[str, Any], seconds: float) -> TrainSummary:
+    metrics = json.loads(row["metrics"])
+    return TrainSummary(
+        run_id=row["run_id"],
+        model_dir=row["model_dir"],
+        backbone=metrics["backbone"],
+        clap_checkpoint=metrics["clap"]["checkpoint"],
+        clap_is_random=metrics["clap"]["is_random"],
+        items=metrics["items"],
+        skipped=metrics["skipped"],
+        test_accuracy=_test_accuracy(metrics),
+        reused=True,
+        seconds=seconds,
     )
 
 
@@ -322,30 +354,35 @@ def _record_model(
     test_f1 = [m["token_f1"] for m in metrics["span_detector"].get("test", {}).values()]
     recall = [m["recall@1"] for m in metrics["retrieval"]["dev"].values() if "recall@1" in m]
     animal, pitch = "auditorybench-animal", "auditorybench-pitch"
+    first_fit = next(iter(metrics["audiobert"]["fit"].values()))
+    per_row = {
+        f"{short}_{row}_acc": _accuracy(metrics, task, row)
+        for short, task in (("animal", animal), ("pitch", pitch))
+        for row in (PUBLISHED_PROTOCOL, END_TO_END, TEXT_ONLY, BACKBONE_ZERO_SHOT)
+    }
     record = ModelRecord(
         run_id=run_id,
         dataset_run_id=metrics["dataset_run_id"],
         model_dir=str(model_dir),
         backbone=config.backbone,
         mlm_head_added=head_added,
+        backbone_comparable_with_paper=not head_added,
         tasks=list(config.tasks),
+        model_per_task=config.model_per_task,
+        train_audio=config.train_audio,
         clap_backend=metrics["clap"]["backend"],
         clap_checkpoint=metrics["clap"]["checkpoint"],
         clap_is_random=metrics["clap"]["is_random"],
         config_fingerprint=config.fingerprint(),
+        data_fingerprint=metrics["data_fingerprint"],
         data_version=json.dumps(metrics["data_version"], default=str),
         train_items=sum(v for k, v in counts.items() if k.endswith("/train")),
         dev_items=sum(v for k, v in counts.items() if k.endswith("/dev")),
         test_items=sum(v for k, v in counts.items() if k.endswith("/test")),
-        animal_test_acc=_accuracy(metrics, animal, "audiobert"),
-        pitch_test_acc=_accuracy(metrics, pitch, "audiobert"),
-        animal_text_only_acc=_accuracy(metrics, animal, "text_only"),
-        pitch_text_only_acc=_accuracy(metrics, pitch, "text_only"),
-        animal_backbone_acc=_accuracy(metrics, animal, "backbone"),
-        pitch_backbone_acc=_accuracy(metrics, pitch, "backbone"),
+        **per_row,
         span_token_f1=sum(test_f1) / len(test_f1) if test_f1 else None,
         retrieval_recall_at_1=sum(recall) / len(recall) if recall else None,
-        best_epoch=metrics["audiobert"]["fit"]["best_epoch"],
+        best_epoch=first_fit["best_epoch"],
         metrics=json.dumps(metrics, default=str),
         created_at=utc_now(),
     )

@@ -96,3 +96,19 @@ def test_failures_carry_a_reason(tmp_path: Path, setup: str, reason: str) -> Non
         load_clip_audio((tmp_path, "clip.wav"), 48_000)
     assert error.value.reason == reason
     assert "clip.wav" in str(error.value)
+
+
+@pytest.mark.parametrize("rate", [16_000, 44_100, 48_000])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_decoding_equals_librosa_load_at_48k(tmp_path: Path, rate: int, channels: int) -> None:
+    """The CLAP references' input: laion-clap's README (and its file-list hook) load with
+    `librosa.load(path, sr=48000)` — mono by channel mean, then soxr_hq resampling."""
+    import librosa
+
+    rng = np.random.default_rng(rate + channels)
+    audio = (0.3 * rng.standard_normal((round(1.3 * rate), channels))).astype(np.float32)
+    sf.write(tmp_path / "a.flac", audio, rate, subtype="PCM_16")
+    ours = load_clip_audio(tmp_path / "a.flac", 48_000)
+    reference, reference_rate = librosa.load(tmp_path / "a.flac", sr=48_000)
+    assert reference_rate == 48_000 and ours.shape == reference.shape
+    np.testing.assert_allclose(ours, reference, atol=1e-6)

@@ -86,12 +86,17 @@ def test_hf_batched_mel_matches_the_feature_extractor(hf_scorer: ClapScorer) -> 
     np.testing.assert_allclose(hf_scorer.embed_audio(crops), expected, atol=1e-4)
 
 
-def test_long_clips_average_crops_and_short_clips_repeat(hf_scorer: ClapScorer) -> None:
+def test_long_clips_average_crops_and_short_clips_repeatpad(hf_scorer: ClapScorer) -> None:
     short = _noise(1, 3.0, seed=3)[0]
-    repeated = np.tile(short, 4)[: 48_000 * 10]
+    # repeatpad: three whole repeats (9 s), then 1 s of zeros — never a partial repeat
+    repeated = np.concatenate([np.tile(short, 3), np.zeros(48_000, np.float32)])
+    np.testing.assert_array_equal(hf_scorer.crops_for(short)[0], repeated)
     np.testing.assert_allclose(
         hf_scorer.embed_waveforms([short]), hf_scorer.embed_audio(repeated[None]), atol=1e-5
     )
+    # 10 s at 44.1 kHz resamples to 480,001 samples: one crop, not two near-copies
+    assert hf_scorer.crops_for(_noise(1, 10.0, seed=5)[0].repeat(2)[:480_001]).shape == (1, 480_000)
+    assert hf_scorer.crops_for(_noise(1, 10.2, seed=5)[0]).shape == (2, 480_000)
     long = _noise(1, 25.0, seed=4)[0]
     crops = hf_scorer.crops_for(long)
     assert crops.shape == (3, 480_000)
@@ -146,5 +151,14 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORGE_CLAP_CHECKPOINT", "laion/clap-htsat-unfused")
     config = ClapConfig.from_env(batch_size=4)
     assert config is not None and (config.backend, config.batch_size) == ("hf", 4)
+    assert (config.crop_policy, config.crop_seed) == ("mean", 0)
+    monkeypatch.setenv("FORGE_CLAP_CROP_POLICY", "reference")
+    monkeypatch.setenv("FORGE_CLAP_CROP_SEED", "7")
+    config = ClapConfig.from_env()
+    assert config is not None and (config.crop_policy, config.crop_seed) == ("reference", 7)
+    monkeypatch.setenv("FORGE_CLAP_CROP_POLICY", "random")
+    with pytest.raises(ValueError, match="crop_policy"):
+        ClapConfig.from_env()
+    monkeypatch.delenv("FORGE_CLAP_CROP_POLICY")
     with pytest.raises(ValueError):
         ClapConfig(backend="hf", checkpoint="x", unknown_key=1)  # type: ignore[call-arg]

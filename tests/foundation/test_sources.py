@@ -42,7 +42,7 @@ def test_audiocaps_sample_groups_captions_per_clip() -> None:
     clips, rejects = load_all("audiocaps", SAMPLE_PATHS["audiocaps"])
     assert rejects == []
     by_split = {s: sum(c.source_split == s for c in clips) for s in ("train", "val", "test")}
-    assert by_split == {"train": 12, "val": 4, "test": 4}
+    assert by_split == {"train": 13, "val": 4, "test": 4}
     bell = next(c for c in clips if c.clip_id == "audiocaps:1ZlcTANOyWE_30")
     assert bell.split == "test"
     assert len(bell.captions) == 5
@@ -81,7 +81,7 @@ def test_clotho_aqa_sample_keeps_every_answer_as_qa() -> None:
 
 def test_laion_sample_from_json_folder() -> None:
     clips, rejects = load_all("laion630k", SAMPLE_PATHS["laion630k"])
-    assert rejects == [] and len(clips) == 42
+    assert rejects == [] and len(clips) == 43
     cat = next(c for c in clips if c.clip_id == "laion630k:100103")
     assert cat.split == "train"
     assert cat.audio_path == "train/100103.flac"
@@ -115,7 +115,7 @@ def test_laion_tar_shards_are_streamed_not_extracted(
     before = sorted(p for p in tmp_path.rglob("*"))
     clips, rejects = load_all("laion630k", shards_dir)
     assert sorted(p for p in tmp_path.rglob("*")) == before  # nothing extracted
-    assert rejects == [] and len(clips) == 42
+    assert rejects == [] and len(clips) == 43
     dog = next(c for c in clips if c.clip_id == "laion630k:100101")
     assert dog.audio_path == "train/000000.tar#100101.flac"
     assert dog.split == "train"
@@ -178,7 +178,7 @@ def test_laion_json_undecodable_and_invalid_are_rejected(tmp_path: Path) -> None
     (folder / "train" / "100101.json").write_bytes(b'{"text": ["caf\xe9"]}')
     (folder / "train" / "100102.json").write_text('{"text": ["unterminated"')
     clips, rejects = load_all("laion630k", folder)
-    assert len(clips) == 40
+    assert len(clips) == 41
     assert sorted((r.record_id, r.reason) for r in rejects) == [
         ("laion630k:100101", "undecodable_bytes"),
         ("laion630k:100102", "invalid_json"),
@@ -240,7 +240,7 @@ def test_paths_escaping_the_audio_root_are_rejected(tmp_path: Path, bad_name: st
     with open(folder / "clotho_aqa_val.csv", "a", encoding="latin-1") as handle:
         handle.write(f"{bad_name},Is it loud?,yes,yes\n")
     clips, rejects = load_all("clotho-aqa", folder)
-    assert len(clips) == 12
+    assert len(clips) == 13
     assert [(r.reason, r.field) for r in rejects] == [("unsafe_audio_path", "file_name")]
 
     laion = copy_sample("laion630k", tmp_path / "laion")

@@ -117,7 +117,7 @@ def test_ingest_rerun_replaces_its_own_partition(warehouse: Warehouse) -> None:
         "SELECT source, run_id, count(*) AS n FROM clips GROUP BY ALL ORDER BY source"
     )
     assert rows == [
-        {"source": "audiocaps", "run_id": "run-1", "n": 20},
+        {"source": "audiocaps", "run_id": "run-1", "n": 21},
         {"source": "clotho", "run_id": "run-2", "n": 14},
     ]
     assert warehouse.rows("SELECT count(*) AS n FROM rejects") == [{"n": 2}]
@@ -154,14 +154,14 @@ def test_read_only_sql_answers_queries(sample_warehouse: Warehouse) -> None:
         "SELECT source, count(*) AS n FROM clips GROUP BY 1 ORDER BY 1"
     )
     assert columns == ["source", "n"]
-    assert rows == [("audiocaps", 20), ("clotho", 14), ("clotho-aqa", 12), ("laion630k", 42)]
+    assert rows == [("audiocaps", 21), ("clotho", 14), ("clotho-aqa", 13), ("laion630k", 43)]
 
 
 def test_catalog_opens_with_plain_duckdb(sample_warehouse: Warehouse) -> None:
     sample_warehouse.read_only_sql("SELECT 1")
     con = duckdb.connect(str(sample_warehouse.catalog_path), read_only=True)
     try:
-        assert con.execute("SELECT count(*) FROM clips").fetchone() == (88,)
+        assert con.execute("SELECT count(*) FROM clips").fetchone() == (91,)
         assert con.execute("SELECT count(*) FROM rejects_summary").fetchone() == (1,)
     finally:
         con.close()
@@ -172,4 +172,4 @@ def test_catalog_follows_a_moved_warehouse(sample_warehouse: Warehouse, tmp_path
     moved = tmp_path / "moved"
     sample_warehouse.root.rename(moved)
     time.sleep(0.01)
-    assert Warehouse(moved).read_only_sql("SELECT count(*) FROM clips")[1] == [(88,)]
+    assert Warehouse(moved).read_only_sql("SELECT count(*) FROM clips")[1] == [(91,)]

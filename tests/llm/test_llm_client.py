@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.errors import ForgeError
+from pipeline.errors import ForgeError, LLMEndpointError
 from pipeline.llm import (
     GenerationEngine,
     LLMConfig,
@@ -21,6 +21,7 @@ from pipeline.llm import (
     PromptLibrary,
 )
 from pipeline.llm import engine as engine_module
+from pipeline.llm.live import LiveRunner
 from pipeline.llm.records import LLMCallRecord
 from pipeline.llm.scripted_server import Reply, ScriptedServer, reject_json_schema
 from pipeline.storage import Warehouse
@@ -114,9 +115,9 @@ def test_invalid_and_schema_violating_replies(warehouse: Warehouse) -> None:
         return replies[title]
 
     with ScriptedServer(script) as server:
-        results, _ = run(
-            warehouse, config_for(server.base_url), [animal_request(i) for i in range(1, 8)]
-        )
+        # No repair round and no longer retry here: this test pins the classification.
+        config = config_for(server.base_url, repair_attempts=0, max_tokens_ceiling=200)
+        results, _ = run(warehouse, config, [animal_request(i) for i in range(1, 8)])
         assert server.request_count == 7  # none of these is retried
     by_item = {r.item_key: r for r in results}
     assert by_item["item-1"].status == "invalid_output"
@@ -126,16 +127,18 @@ def test_invalid_and_schema_violating_replies(warehouse: Warehouse) -> None:
     assert "decline: Input should be a valid boolean" in by_item["item-2"].error
     assert "colour: Extra inputs are not permitted" in by_item["item-3"].error
     assert by_item["item-4"].status == "ok" and by_item["item-4"].parsed == GOOD
-    assert by_item["item-5"].error.startswith("reply is not JSON (cut at max_tokens)")
+    assert by_item["item-5"].status == "truncated"
+    assert by_item["item-5"].error.startswith("reply cut at max_tokens, not JSON")
     assert by_item["item-6"].status == "refused"
     assert "I can't help with that." in by_item["item-6"].error
     assert by_item["item-7"].status == "invalid_output"
     assert by_item["item-7"].error.startswith("unreadable response")
     statuses = warehouse.rows("SELECT status, count(*) AS n FROM llm_calls GROUP BY 1 ORDER BY 1")
     assert statuses == [
-        {"status": "invalid_output", "n": 5},
+        {"status": "invalid_output", "n": 4},
         {"status": "ok", "n": 1},
         {"status": "refused", "n": 1},
+        {"status": "truncated", "n": 1},
     ]
 
 
@@ -162,11 +165,11 @@ def test_429_retry_after_and_500s_then_success(warehouse: Warehouse) -> None:
 
 
 def test_retry_after_header_decides_the_wait() -> None:
-    engine = GenerationEngine.__new__(GenerationEngine)
-    engine.config = LLMConfig(backoff_base_s=100.0, backoff_max_s=100.0, retry_after_max_s=30)
-    assert engine._backoff_s(0, 2.5) == 2.5
-    assert engine._backoff_s(3, 400.0) == 30  # capped
-    assert 50.0 <= engine._backoff_s(0, None) <= 100.0  # jittered exponential otherwise
+    runner = LiveRunner.__new__(LiveRunner)  # the live backend owns retries and waits
+    runner.config = LLMConfig(backoff_base_s=100.0, backoff_max_s=100.0, retry_after_max_s=30)
+    assert runner._backoff_s(0, 2.5) == 2.5
+    assert runner._backoff_s(3, 400.0) == 30  # capped
+    assert 50.0 <= runner._backoff_s(0, None) <= 100.0  # jittered exponential otherwise
     assert engine_module._retry_after_s({"retry-after-ms": "1500"}) == 1.5
     assert engine_module._retry_after_s({"retry-after": "7"}) == 7.0
     assert engine_module._retry_after_s({}) is None
@@ -184,7 +187,8 @@ def test_persistent_errors_timeouts_and_refused_connections(warehouse: Warehouse
         return GOOD
 
     with ScriptedServer(script) as server:
-        config = config_for(server.base_url, timeout_s=0.2, max_retries=2)
+        # Every call fails here on purpose: the failed-share stop is tested elsewhere.
+        config = config_for(server.base_url, timeout_s=0.2, max_retries=2, max_failed_share=1)
         results, _ = run(warehouse, config, [animal_request(i) for i in (1, 2, 3)])
         assert server.request_count == 3 + 3 + 1
     assert [(r.status, r.attempts) for r in results] == [
@@ -198,10 +202,11 @@ def test_persistent_errors_timeouts_and_refused_connections(warehouse: Warehouse
     with socket.socket() as probe:  # a port with nothing listening
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    config = config_for(f"http://127.0.0.1:{closed_port}/v1", max_retries=1)
+    config = config_for(f"http://127.0.0.1:{closed_port}/v1", max_retries=1, max_failed_share=1)
     [refused], _ = run(warehouse, config, [animal_request(4)], run_id="r2")
-    assert (refused.status, refused.attempts) == ("refused", 2)
-    assert refused.error.startswith("cannot reach the endpoint")
+    # A refused connection is not retried call by call: it counts towards refusal_limit.
+    assert (refused.status, refused.attempts) == ("unreachable", 1)
+    assert refused.error == "cannot reach the endpoint: connection refused"
     rows = warehouse.rows(
         "SELECT status, http_status, attempts FROM llm_calls ORDER BY run_id, item_key"
     )
@@ -209,7 +214,7 @@ def test_persistent_errors_timeouts_and_refused_connections(warehouse: Warehouse
         {"status": "http_error", "http_status": 503, "attempts": 3},
         {"status": "timeout", "http_status": None, "attempts": 3},
         {"status": "http_error", "http_status": 401, "attempts": 1},
-        {"status": "refused", "http_status": None, "attempts": 2},
+        {"status": "unreachable", "http_status": None, "attempts": 1},
     ]
 
 
@@ -251,16 +256,20 @@ def test_cache_dedup_and_rerun_sends_nothing(warehouse: Warehouse) -> None:
 def test_failed_calls_are_retried_on_the_next_run(warehouse: Warehouse) -> None:
     with ScriptedServer(lambda request, n: Reply(status=500) if n == 1 else GOOD) as server:
         config = config_for(server.base_url, max_retries=0)
-        [failed], _ = run(warehouse, config, [animal_request(1)])
+        # 1 of 1 calls failed: over max_failed_share, so the run as a whole fails.
+        with pytest.raises(LLMEndpointError, match=r"most often HTTP 500\): 1 of 1 calls"):
+            run(warehouse, config, [animal_request(1)])
         [ok], _ = run(warehouse, config, [animal_request(1)], run_id="r2")
         assert server.request_count == 2
-    assert (failed.status, ok.status, ok.cached) == ("http_error", "ok", False)
+    assert (ok.status, ok.cached) == ("ok", False)
     assert [r["status"] for r in calls(warehouse)] == ["http_error", "ok"]
 
 
 def test_failure_budget_stops_sending(warehouse: Warehouse) -> None:
     with ScriptedServer(lambda request, n: Reply(status=500)) as server:
-        config = config_for(server.base_url, concurrency=1, max_retries=0, max_failures=3)
+        config = config_for(
+            server.base_url, concurrency=1, max_retries=0, max_failures=3, max_failed_share=1
+        )
         with pytest.raises(LLMFailureBudgetExceeded, match=r"http_error: 3.*7 requests not sent"):
             run(warehouse, config, [animal_request(i) for i in range(10)])
         assert server.request_count == 3
@@ -324,7 +333,7 @@ def test_api_key_never_reaches_warehouse_or_logs(
 
     caplog.set_level("DEBUG")
     with ScriptedServer(script) as server:
-        config = config_for(server.base_url, max_retries=1)
+        config = config_for(server.base_url, max_retries=1, max_failed_share=1)
         results, _ = run(warehouse, config, [animal_request(1), animal_request(2)])
         # The key really was used: the server saw it.
         assert server.headers_seen[0]["authorization"] == f"Bearer {secret}"

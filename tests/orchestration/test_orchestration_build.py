@@ -42,8 +42,11 @@ def built(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Bu
 def test_build_runs_every_stage_on_the_samples(built: BuildSummary) -> None:
     wh = Warehouse(built.warehouse)
     assert list(built.stages) == STAGES
-    assert built.stages["ingest"].counts == {"clips": 88, "rejects": 2}
-    assert wh.rows("SELECT count(*) AS n FROM clips")[0]["n"] == 88
+    ingest = built.stages["ingest"].counts
+    assert (ingest["clips"], ingest["rejects"]) == (91, 2)
+    # the sample's planted overlaps: the same Freesound id, a re-encoded copy, a Clotho file
+    assert ingest["sound_groups"]["fingerprint_pairs"] >= 1
+    assert wh.rows("SELECT count(*) AS n FROM clips")[0]["n"] == 91
     per_task = {
         r["task"]: r["valid"]
         for r in wh.rows(
@@ -74,14 +77,18 @@ def test_build_runs_every_stage_on_the_samples(built: BuildSummary) -> None:
         )
         assert exported == per_task[task]
     # ... and each task's published format too (format 'native')
-    native = {
-        "auditorybench-animal": ("auditorybench-csv", "animal,description,sentence"),
-        "auditorybench-pitch": ("auditorybench-csv", "sentence,answer,span1,span2"),
+    native = {  # the published files' headers (the pitch wiki file has its own order)
+        "auditorybench-animal": ("animal,description,sentence", "animal,description,sentence"),
+        "auditorybench-pitch": ("sentence,answer,span1,span2", "span1,span2,sentence,answer"),
     }
-    for task, (fmt, header) in native.items():
-        files = sorted((wh.root / "exports" / task / fmt).glob("*.csv"))
-        assert files and all(f.read_text().splitlines()[0] == header for f in files)
-    assert list((wh.root / "exports" / "reasonaqa" / "mellow-json").glob("reasonaqa_*.json"))
+    for task, (header, wiki_header) in native.items():
+        files = sorted((wh.root / "exports" / task / "auditorybench-csv").glob("*.csv"))
+        assert files
+        for f in files:
+            expected = wiki_header if f.stem.endswith("_wiki") else header
+            assert f.read_text().splitlines()[0] == expected, f
+    mellow = wh.root / "exports" / "reasonaqa" / "mellow-json"
+    assert {f.name for f in mellow.glob("*.json")} == {"train.json", "val.json", "test.json"}
     assert list((wh.root / "exports" / "nlar" / "nlar-json").glob("nlar_*.json"))
 
 
@@ -105,7 +112,7 @@ def test_runs_table_records_the_build(built: BuildSummary) -> None:
     prompts = json.loads(run["prompt_versions"])
     assert "auditorybench/animal" in prompts and "nlar/qa" in prompts
     counts = json.loads(run["counts"])
-    assert counts["ingest"]["clips"] == 88
+    assert counts["ingest"]["clips"] == 91
     assert json.loads(run["parameters"])["tasks"] == TASKS
 
 
@@ -118,7 +125,10 @@ def test_stages_publish_artifacts_linked_by_the_build(built: BuildSummary) -> No
         )
     summary = next(a for a in artifacts if built.run_id in str(a.data))
     for stage, report in built.stages.items():
-        assert set(report.artifact_ids) == {f"{stage}-counts", f"{stage}-summary"}
+        expected = {f"{stage}-counts", f"{stage}-summary"}
+        if stage == "ingest":  # sound grouping runs within the ingest stage
+            expected |= {"sound-groups-counts", "sound-groups-summary"}
+        assert set(report.artifact_ids) == expected
         for key in report.artifact_ids:
             assert key in str(summary.data)
     assert any(row["stage"] == "generate" for row in built.stages["generate"].rows)

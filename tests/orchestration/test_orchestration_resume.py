@@ -59,12 +59,13 @@ def test_llm_down_then_rerun_finishes_without_redoing_completed_work(
     wh = Warehouse(tmp_path / "warehouse")
     params = build_params(wh.root, port)
 
-    with pytest.raises(Exception, match="generate failed for auditorybench-animal"):
+    unchanged = "the current auditorybench-animal items are unchanged"
+    with pytest.raises(Exception, match=unchanged):
         build_flow(params)
     (failed,) = wh.rows("SELECT status, error, counts FROM runs")
-    assert failed["status"] == "failed" and "generate failed" in failed["error"]
-    assert json.loads(failed["counts"])["ingest"]["clips"] == 88  # the completed stage
-    assert wh.rows("SELECT count(*) AS n FROM clips")[0]["n"] == 88
+    assert failed["status"] == "failed" and unchanged in failed["error"]
+    clips = wh.rows("SELECT count(*) AS n FROM clips")[0]["n"]
+    assert clips > 80 and json.loads(failed["counts"])["ingest"]["clips"] == clips
     assert wh.partitions("item_records") == []
     ingested = clip_files(wh)
 

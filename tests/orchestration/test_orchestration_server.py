@@ -149,4 +149,4 @@ def test_deploy_from_prefect_yaml_and_run_build_on_a_worker(
     assert "Completed" in out, out + (tmp_path / "worker.log").read_text()[-3000:]
     runs = Warehouse(warehouse).rows("SELECT flow_name, status FROM runs")
     assert runs == [{"flow_name": "build", "status": "completed"}]
-    assert Warehouse(warehouse).rows("SELECT count(*) AS n FROM clips")[0]["n"] == 88
+    assert Warehouse(warehouse).rows("SELECT count(*) AS n FROM clips")[0]["n"] == 91

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,8 +20,10 @@ from pipeline.llm import LLMConfig
 from pipeline.samples import SAMPLE_PATHS, sample_audio_root
 from pipeline.samples.audio import read_specs
 from pipeline.storage import Warehouse
+from pipeline.tasks import TASKS as REGISTRY
 from pipeline.tasks import GenerateSummary, export_task, generate_task, report_task
 from pipeline.tasks.auditorybench.knowledge import animal_vocabulary
+from pipeline.tasks.auditorybench.pitch_comparison import PitchTask
 
 TASKS = ("auditorybench-animal", "auditorybench-pitch")
 # CI clones the repo with shared/ beside it: <root>/../shared/data/auditorybench
@@ -42,14 +45,19 @@ def true_pitch() -> dict[str, float]:
 @pytest.fixture(scope="module")
 def generated(
     tmp_path_factory: pytest.TempPathFactory, sample_audio_dir: Path
-) -> tuple[Warehouse, dict[str, GenerateSummary]]:
+) -> Iterator[tuple[Warehouse, dict[str, GenerateSummary]]]:
+    # The ring pairing (each clip in up to 8 pairs) gives the label checks enough pairs
+    # from the sample clips; the published one-use pairing has its own test.
+    patch = pytest.MonkeyPatch()
+    patch.setitem(REGISTRY, "auditorybench-pitch", PitchTask(pairing="ring"))
     wh = Warehouse(tmp_path_factory.mktemp("abench") / "warehouse")
     for source, path in SAMPLE_PATHS.items():
         ingest_source(wh, source, path, "ingest", sample_audio_root(sample_audio_dir, source))
     config = LLMConfig.from_env()
     assert config.backend == "offline"
     summaries = {task: generate_task(wh, task, config, "run-1") for task in TASKS}
-    return wh, summaries
+    yield wh, summaries
+    patch.undo()
 
 
 def test_every_pitch_label_matches_the_known_tone_frequencies(generated) -> None:
@@ -220,19 +228,27 @@ def test_auditorybench_csv_parses_like_the_published_files(generated, tmp_path: 
 def test_extra_columns_follow_the_published_ones(generated, tmp_path: Path) -> None:
     wh, _ = generated
     export_task(wh, "auditorybench-pitch", "auditorybench-csv", tmp_path, extra_columns=True)
+    text = (tmp_path / "sound_pitch_comparsion_test.csv").read_text(encoding="utf-8")
     frame = pd.read_csv(tmp_path / "sound_pitch_comparsion_test.csv")
-    assert list(frame.columns[:4]) == ["sentence", "answer", "span1", "span2"]
-    assert {
-        "id_1",
-        "id_2",
-        "avg_pitch_1",
-        "avg_pitch_2",
-        "difference_percentage",
-        "item_id",
-    } <= set(frame.columns)
+    # The first published version's header (sound_pitch_comparsion_dev_with_pitch.csv).
+    assert list(frame.columns[:12]) == [
+        "id_1", "id_2", "audio_filename_1", "audio_filename_2", "sentence", "answer",
+        "span1", "span2", "avg_pitch_1", "avg_pitch_2", "difference_percentage", "answer_pitch",
+    ]  # fmt: skip
+    assert "item_id" in frame.columns
+    assert frame["id_1"].dtype == frame["id_2"].dtype == "int64"
+    assert frame["audio_filename_1"].str.fullmatch(r"(train|valid|test)/\w+\.flac").all()
+    assert str(tmp_path.anchor + "tmp") not in text and "/work/" not in text
+    by_freesound_id = {
+        int(json.loads(c["extra"])["freesound_id"]): c["clip_id"]
+        for c in wh.rows("SELECT clip_id, extra FROM clips WHERE source = 'laion630k'")
+    }
     truth = true_pitch()
     for row in frame.itertuples():
-        assert row.answer == ("higher" if truth[row.id_1] > truth[row.id_2] else "lower")
+        first, second = by_freesound_id[row.id_1], by_freesound_id[row.id_2]
+        assert row.answer == ("higher" if truth[first] > truth[second] else "lower")
+        assert row.answer_pitch == row.answer
+        assert row.audio_filename_1.endswith(first.split(":", 1)[1] + ".flac")
 
 
 def test_hf_export_round_trips(generated, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from pipeline.audio.pitch import PitchConfig, load_pitches, measure_audio, measure_clips
@@ -43,9 +44,52 @@ def test_noise_has_too_little_voiced_audio() -> None:
     import librosa
 
     audio = librosa.resample(
-        synthesize("noise", 0, 4.0, seed=2), orig_sr=SAMPLE_RATE, target_sr=16_000
+        synthesize("noise", 0, 4.0, seed=2),
+        orig_sr=SAMPLE_RATE,
+        target_sr=PitchConfig().sample_rate,
     )
     assert measure_audio(audio).voiced_fraction < PitchConfig().min_voiced_fraction
+
+
+def _with_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise_power = float(np.mean(audio.astype(np.float64) ** 2)) / 10 ** (snr_db / 10)
+    return (audio + rng.standard_normal(audio.shape) * np.sqrt(noise_power)).astype(np.float32)
+
+
+SWEEP_HZ = (60, 70, 80, 131, 440, 1000, 2093, 2800, 3000, 3520, 4186, 4200)
+
+
+@pytest.mark.parametrize("snr_db", [None, 10.0], ids=["clean", "snr10"])
+def test_harmonic_sweep_within_25_cents_and_no_octave_errors(snr_db: float | None) -> None:
+    """Harmonic tones (four partials, 1/k amplitudes) across 60 Hz – 4.2 kHz, clean and in
+    white noise at 10 dB SNR (seeded): every median within 25 cents of the true f0."""
+    import librosa
+
+    config = PitchConfig()
+    cents = {}
+    for index, f0 in enumerate(SWEEP_HZ):
+        audio = synthesize("harmonic", f0, 2.0, seed=index)
+        if snr_db is not None:
+            audio = _with_noise(audio, snr_db, seed=100 + index)
+        audio = librosa.resample(audio, orig_sr=SAMPLE_RATE, target_sr=config.sample_rate)
+        measured = measure_audio(audio, config)
+        assert measured.median_f0_hz is not None, f"{f0} Hz: no voiced frame"
+        assert measured.voiced_fraction >= 0.9, f"{f0} Hz: voiced {measured.voiced_fraction}"
+        cents[f0] = 1200 * math.log2(measured.median_f0_hz / f0)
+    off = {f0: round(c, 1) for f0, c in cents.items() if abs(c) > 25}
+    assert not off, f"cents off (1200 = an octave): {off}"
+
+
+def test_method_identity_is_part_of_the_key() -> None:
+    """Values from earlier analysis (16 kHz pYIN) never share a cache key with these."""
+    from pipeline.audio import pitch
+
+    assert pitch.METHOD == "yin-cmndf-44k-v2"
+    key = PitchConfig().key()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pitch, "METHOD", "librosa-pyin")
+        assert PitchConfig().key() != key
 
 
 def test_measure_clips_records_every_clip_and_caches_reruns(sample_warehouse: Warehouse) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from pipeline.llm.scripted_server import Reply, ScriptedServer
 from pipeline.samples import SAMPLE_PATHS, sample_audio_root
 from pipeline.samples.audio import read_specs
 from pipeline.storage import Warehouse
-from pipeline.tasks import generate_task, report_task
+from pipeline.tasks import TASKS, generate_task, report_task
 from pipeline.tasks.auditorybench.offline import categorize_rule
+from pipeline.tasks.auditorybench.pitch_comparison import PitchTask
 
 LONG = "The [MASK] makes a very long and winding noise" + " and so on" * 14 + "."  # 47 words
 ANIMAL_REPLIES: dict[str, Any] = {
@@ -113,7 +115,7 @@ def _field(message: str, name: str) -> list[str]:
 
 def script(request: dict[str, Any], count: int) -> Reply | dict[str, Any] | str:
     system = request["messages"][0]["content"]
-    user = request["messages"][-1]["content"]
+    user = next(m["content"] for m in request["messages"] if m["role"] == "user")
     titles = _field(user, "Title")
     if system.startswith("You sort sound recordings"):
         tags = [t.strip() for t in _field(user, "Tags")[0].split(",") if t.strip()]
@@ -134,7 +136,10 @@ def script(request: dict[str, Any], count: int) -> Reply | dict[str, Any] | str:
 @pytest.fixture(scope="module")
 def scripted(
     tmp_path_factory: pytest.TempPathFactory, sample_audio_dir: Path
-) -> tuple[Warehouse, Any, int]:
+) -> Iterator[tuple[Warehouse, Any, int]]:
+    # Ring pairing: enough pairs from the sample clips for every scripted reply to occur.
+    patch = pytest.MonkeyPatch()
+    patch.setitem(TASKS, "auditorybench-pitch", PitchTask(pairing="ring"))
     wh = Warehouse(tmp_path_factory.mktemp("abench-http") / "warehouse")
     for source, path in SAMPLE_PATHS.items():
         ingest_source(wh, source, path, "ingest", sample_audio_root(sample_audio_dir, source))
@@ -154,7 +159,8 @@ def scripted(
             for t in ("auditorybench-animal", "auditorybench-pitch")
         }
         requests = server.request_count
-    return wh, summaries, requests
+    yield wh, summaries, requests
+    patch.undo()
 
 
 def _animal_rows(wh: Warehouse) -> dict[str, dict[str, Any]]:
@@ -229,15 +235,18 @@ def test_pitch_span_order_and_leak_reasons_and_labels(scripted) -> None:
 
 def test_calls_are_recorded_and_a_rerun_sends_nothing(scripted, tmp_path: Path) -> None:
     wh, summaries, requests = scripted
-    calls = wh.rows("SELECT status, count(*) AS n FROM llm_calls GROUP BY 1")
-    assert sum(r["n"] for r in calls) >= requests - 1  # retries are attempts of one call
+    # every request the server saw is an attempt of a recorded call (retries and repair
+    # rounds are attempts of one call); at most one unrecorded (dropped connection)
+    attempts = wh.rows("SELECT sum(attempts) AS n FROM llm_calls")[0]["n"]
+    assert attempts >= requests - 1
     with ScriptedServer(script) as server:
         config = LLMConfig(
             backend="openai", base_url=server.base_url, model="scripted-model", max_retries=0
         )
         again = generate_task(wh, "auditorybench-animal", config, "http-run-2")
-        # only the failed calls (schema_invalid, http error) are tried again
-        assert server.request_count <= 2
+        # only the failed calls are tried again: the schema-invalid one (sent, then one
+        # repair round) and the http error
+        assert server.request_count <= 3
     assert again.generation_version == summaries["auditorybench-animal"].generation_version
     assert json.dumps(again.rejected_by_reason, sort_keys=True) == json.dumps(
         summaries["auditorybench-animal"].rejected_by_reason, sort_keys=True

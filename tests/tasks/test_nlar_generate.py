@@ -17,16 +17,19 @@ from pipeline.storage import Warehouse
 from pipeline.storage.schema import table
 from pipeline.tasks import export_task, generate_task, report_task
 from pipeline.tasks.common.export import export_rows
+from pipeline.tasks.common.validators import DUPLICATE_EXACT
 from pipeline.tasks.nlar import labels
+from pipeline.tasks.nlar.acoustic import FEATURE_MISSING
+from pipeline.tasks.nlar.acoustic import KIND as ACOUSTIC
 from pipeline.tasks.nlar.export import nlar_item, read_nlar_json
-from pipeline.tasks.nlar.task import (
+from pipeline.tasks.nlar.questions import (
     ANSWER_MISMATCH,
     ANSWER_NOT_IN_SET,
     EVENT_NOT_NAMED,
     ORDER_REFERENCE,
     SLOT_MISSING,
-    NLAREventRecord,
 )
+from pipeline.tasks.nlar.task import NLAREventRecord
 
 TASK = "nlar"
 
@@ -68,20 +71,29 @@ def test_pairs_stay_inside_one_split_and_test_pairs_use_test_clips(generated: Wa
         assert {clips[c]["split"] for c in row["clip_ids"]} == {row["split"]}
         if row["split"] == "test":
             assert {clips[c]["source_split"] for c in row["clip_ids"]} == {"test"}
-    assert report_task(generated, TASK).cross_split_duplicates == 0
+    report = report_task(generated, TASK)
+    assert report.cross_split_duplicates == 0
+    section = report.markdown().split("NLAR answers by question kind")[1]
+    independent = len(items(generated, "validation_status = 'valid'")) // 2
+    assert f"independent items: {independent} of {2 * independent}" in section
+    assert "families: acoustic" in section and "frequency" in section and "presence" in section
 
 
 def test_every_valid_item_has_its_swapped_twin(generated: Warehouse) -> None:
     rows = items(generated, "validation_status = 'valid'")
-    by_key = {(tuple(r["clip_ids"]), r["input"]): r for r in rows}
+    twins = {
+        json.loads(r["facts"])["twin_of"]: r for r in rows if json.loads(r["facts"])["swapped"]
+    }
     originals = [r for r in rows if not json.loads(r["facts"])["swapped"]]
     assert originals and len(rows) == 2 * len(originals)
     for row in originals:
         facts = json.loads(row["facts"])
-        twin = by_key[(tuple(reversed(row["clip_ids"])), row["input"])]
+        assert facts["independent"] is True and facts["twin_of"] is None
+        twin = twins[row["item_id"]]
+        assert twin["clip_ids"] == list(reversed(row["clip_ids"]))
         assert twin["answer"] == labels.swap_answer(facts["kind"], row["answer"])
-        assert json.loads(twin["facts"])["swapped"] is True
-        if facts["kind"] == "which_contains" and row["answer"] == "first":
+        assert json.loads(twin["facts"])["independent"] is False
+        if facts["kind"] in ("which_contains", ACOUSTIC) and row["answer"] == "first":
             assert twin["answer"] == "second"
         assert row["answer"] == facts["expected_answer"]
         assert labels.answer_in_set(facts["kind"], row["answer"])
@@ -133,6 +145,14 @@ def test_nlar_json_round_trips(generated: Warehouse, tmp_path: Path) -> None:
     assert sample.answer_type in ("clip-choice", "yes-no", "position", "count")
     raw = json.loads(paths[0].read_text())
     assert set(raw[0]) == set(type(sample).model_fields)
+    everything = list(parsed.values())
+    assert {i.question_family for i in everything} == {"presence", "frequency", "acoustic"}
+    acoustic = [i for i in everything if i.question_type == ACOUSTIC]
+    assert acoustic and all(i.feature and i.feature_support for i in acoustic)
+    assert all(i.feature is None for i in everything if i.question_type != ACOUSTIC)
+    for item in everything:
+        assert item.independent is (not item.swapped)
+        assert (item.twin_of in parsed) if item.swapped else item.twin_of is None
 
 
 def test_annotation_ties_are_recorded_as_rejects(warehouse: Warehouse, tmp_path: Path) -> None:
@@ -154,7 +174,9 @@ def test_annotation_ties_are_recorded_as_rejects(warehouse: Warehouse, tmp_path:
         {"reason": "majority_tie", "record_id": "clotho-aqa:b.wav"},
     ]
     assert summary.notes["rejects"] == {"majority_tie": 2}
-    assert {r["answer"] for r in items(warehouse)} == {"both", "yes"}
+    answers = {(r["subtask"], r["answer"]) for r in items(warehouse)}
+    # Both clips bark, so which feature is stronger cannot be told: acoustic is unclear.
+    assert answers == {("which_contains", "both"), ("both_contain", "yes"), (ACOUSTIC, "unclear")}
 
 
 # ---- scripted OpenAI-compatible server --------------------------------------------------
@@ -163,6 +185,7 @@ _SLOT_RE = re.compile(r'^(\d+)\. .* Event: "(.*)"\. Answer set: .*\.$', re.MULTI
 
 
 def nlar_script(request: dict[str, Any], count: int) -> dict[str, Any]:
+    """Every reply entry breaks one check (slot 3 only when its label is not unclear)."""
     name = request["response_format"]["json_schema"]["name"]
     content = request["messages"][-1]["content"]
     if name == "nlar_describe_event":
@@ -171,29 +194,15 @@ def nlar_script(request: dict[str, Any], count: int) -> dict[str, Any]:
     qa = []
     for slot, event in _SLOT_RE.findall(content):
         index = int(slot)
-        if index == 0:
-            qa.append(
-                {"slot": 0, "question": "Which recording is louder overall?", "answer": "unclear"}
-            )
-        elif index == 1:
-            qa.append(
-                {
-                    "slot": 1,
-                    "question": f"Does the first recording contain {event}?",
-                    "answer": "unclear",
-                }
-            )
-        elif index == 2:
-            qa.append({"slot": 2, "question": f"Is there {event} in them?", "answer": "perhaps"})
-        elif index == 3:
-            qa.append(
-                {
-                    "slot": 3,
-                    "question": f"What about {event} in the two recordings?",
-                    "answer": "unclear",
-                }
-            )
-        # slot 4 is left out on purpose
+        question = {
+            0: "Which recording is louder overall?",
+            1: f"Is the first {event} louder than the others?",
+            2: f"Is there {event} in them?",
+            3: f"What about {event} in the two recordings?",
+        }.get(index)
+        if question is not None:  # slot 4 is left out on purpose
+            answer = "perhaps" if index == 2 else "unclear"
+            qa.append({"slot": index, "question": question, "answer": answer, "feature": ""})
     return {"decline": False, "qa": qa}
 
 
@@ -206,23 +215,33 @@ def test_scripted_server_answers_are_checked_against_the_annotations(
         )
         generate_task(sample_warehouse, TASK, config, "run-scripted")
     originals = [r for r in items(sample_warehouse) if not json.loads(r["facts"])["swapped"]]
-    seen_slots = set()
+    seen_slots, attempts = set(), set()
     for row in originals:
         facts = json.loads(row["facts"])
         slot, reasons = facts["slot"], row["validation_reasons"]
         seen_slots.add(slot)
+        attempts.add(facts["attempt"])
         assert row["model"] == DEFAULT_MODEL
+        acoustic = facts["kind"] == ACOUSTIC
         if slot == 0:
-            assert EVENT_NOT_NAMED in reasons
+            assert (FEATURE_MISSING if acoustic else EVENT_NOT_NAMED) in reasons
         elif slot == 1:
             assert ORDER_REFERENCE in reasons
         elif slot == 2:
             assert ANSWER_NOT_IN_SET in reasons
         elif slot == 3:
-            assert reasons == ([] if facts["expected_answer"] == "unclear" else [ANSWER_MISMATCH])
+            if acoustic:
+                assert reasons == [FEATURE_MISSING]
+            else:
+                expected = facts["expected_answer"]
+                if expected == "unclear":  # passes, unless the pair already has the question
+                    assert reasons in ([], [DUPLICATE_EXACT])
+                else:
+                    assert reasons == [ANSWER_MISMATCH]
         else:
             assert reasons == [SLOT_MISSING]
     assert seen_slots == {0, 1, 2, 3, 4}
+    assert attempts == {0, 1, 2}  # fewer than five pass, so every pair is asked three times
     swapped = [r for r in items(sample_warehouse) if json.loads(r["facts"])["swapped"]]
     valid_originals = [r for r in originals if r["validation_status"] == "valid"]
     assert len(swapped) == len(valid_originals) > 0

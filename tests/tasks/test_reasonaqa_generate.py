@@ -16,8 +16,9 @@ from pipeline.samples import SAMPLE_PATHS, sample_audio_root
 from pipeline.storage import Warehouse
 from pipeline.tasks import export_task, generate_task, report_task
 from pipeline.tasks.common.export import export_rows
+from pipeline.tasks.common.sound_groups import compute_sound_groups, write_sound_groups
 from pipeline.tasks.reasonaqa import rules
-from pipeline.tasks.reasonaqa.export import mellow_item, read_mellow_json
+from pipeline.tasks.reasonaqa.export import caption_groups_together, mellow_item, read_mellow_json
 from pipeline.tasks.reasonaqa.task import (
     ANSWER_NOT_GROUNDED,
     AUDIO_SPLIT_CONFLICT,
@@ -30,6 +31,7 @@ from pipeline.tasks.reasonaqa.task import (
 
 TASK = "reasonaqa"
 FAMILIES = {
+    "caption",
     "mcq",
     "detail",
     "entailment",
@@ -51,6 +53,8 @@ def generated(tmp_path_factory: pytest.TempPathFactory, sample_audio_dir: Path) 
     for source, path in SAMPLE_PATHS.items():
         ingest_source(wh, source, path, "test-ingest", sample_audio_root(sample_audio_dir, source))
     generate_task(wh, TASK, offline(), "run-1")
+    # the stored groups behind the `sound_groups` view (the build's grouping stage)
+    write_sound_groups(wh, compute_sound_groups(wh)[1], "test-groups")
     return wh
 
 
@@ -65,7 +69,7 @@ def test_offline_run_builds_every_family_with_honest_lineage(generated: Warehous
     rows = items(generated, "validation_status = 'valid'")
     assert {r["subtask"] for r in rows} == FAMILIES
     for row in rows:
-        if row["subtask"] == "binary":
+        if row["subtask"] in ("binary", "caption"):
             assert row["model"] == "template" and row["prompt_name"] is None
         else:
             assert row["model"] == "offline-rules" and row["llm_call_key"]
@@ -78,27 +82,30 @@ def test_offline_run_builds_every_family_with_honest_lineage(generated: Warehous
 
 def test_no_clip_leaks_across_splits(generated: Warehouse) -> None:
     per_clip = """
-        SELECT i.split AS item_split, c.split AS clip_split, c.clip_id
+        SELECT i.split AS item_split, c.split AS clip_split, c.source_split, c.clip_id
         FROM (SELECT split, unnest(clip_ids) AS clip_id FROM items_current WHERE task = ?) i
         JOIN clips c USING (clip_id)
     """
     rows = generated.rows(per_clip, [TASK])
-    assert rows and all(r["item_split"] == r["clip_split"] for r in rows)
+    assert rows
     leaking = generated.rows(
         f"SELECT clip_id FROM ({per_clip}) GROUP BY clip_id HAVING count(DISTINCT item_split) > 1",
         [TASK],
     )
     assert leaking == []
-    # AudioCaps / Clotho test clips only ever feed the test split
-    test_sources = {
-        r["source_split"]
+    # AudioCaps test / Clotho evaluation clips are protected: they only ever feed test
+    assert all(r["item_split"] == "test" for r in rows if r["clip_split"] == "test")
+    # a clip leaves its own split only to follow its sound group (the same sound elsewhere)
+    moved = {r["clip_id"] for r in rows if r["item_split"] != r["clip_split"]}
+    grouped = {
+        r["clip_id"]
         for r in generated.rows(
-            "SELECT DISTINCT c.source_split FROM (SELECT unnest(clip_ids) AS clip_id FROM items_current "
-            "WHERE task = ? AND split = 'test') i JOIN clips c USING (clip_id)",
-            [TASK],
+            "SELECT clip_id FROM sound_groups WHERE sound_group IN "
+            "(SELECT sound_group FROM sound_groups GROUP BY 1 HAVING count(*) > 1)"
         )
     }
-    assert test_sources <= {"test", "evaluation"}
+    assert moved <= grouped
+    assert generated.rows("SELECT * FROM leakage WHERE task = ?", [TASK]) == []
 
 
 def test_mcq_letters_are_balanced_and_items_are_well_formed(generated: Warehouse) -> None:
@@ -143,15 +150,13 @@ def test_rerun_is_idempotent_and_served_from_the_cache(generated: Warehouse) -> 
 
 def test_mellow_json_round_trips(generated: Warehouse, tmp_path: Path) -> None:
     paths = export_task(generated, TASK, "mellow-json", tmp_path)
-    assert sorted(p.name for p in paths) == [
-        "reasonaqa_dev.json",
-        "reasonaqa_test.json",
-        "reasonaqa_train.json",
-    ]
+    assert sorted(p.name for p in paths) == ["test.json", "train.json", "val.json"]
     rows = export_rows(generated, TASK)
     parsed = [item for path in sorted(paths) for item in read_mellow_json(path)]
     expected = [
-        mellow_item(r) for split in ("dev", "test", "train") for r in rows if r["split"] == split
+        mellow_item(r)
+        for split in ("test", "train", "dev")
+        for r in caption_groups_together([r for r in rows if r["split"] == split])
     ]
     assert parsed == expected
     path_re = re.compile(
@@ -161,10 +166,10 @@ def test_mellow_json_round_trips(generated: Warehouse, tmp_path: Path) -> None:
     )
     for item in parsed:
         assert path_re.match(item.filepath1)
-        assert (item.filepath2 != "") == item.subtype.startswith("difference-")
+        assert (item.filepath2 != "") == bool(re.match(r"^(AC|CL)D-[123]\.json$", item.subtype))
         assert item.filepath2 == "" or path_re.match(item.filepath2)
         assert item.taskname in ("audiocaps", "clothov21")
-    mcq = next(i for i in parsed if i.subtype == "mcq")
+    mcq = next(i for i in parsed if i.subtype.endswith("-MCQ.json"))
     assert re.search(r" a\) .+ b\) .+ c\) .+ d\) .+$", mcq.input)
     assert re.match(r"^[abcd]\) ", mcq.answer)
 
@@ -214,9 +219,12 @@ def test_binary_items_use_the_majority_and_record_ties(
     assert summary.notes["rejects"] == {MAJORITY_TIE: 1, NOT_YES_NO: 1}
 
 
-def test_aqa_audio_in_another_clotho_split_is_refused(warehouse: Warehouse, tmp_path: Path) -> None:
-    """'Wind in trees.wav' is a Clotho validation (dev) file: as Clotho-AQA train it would
-    put the same audio in train and dev."""
+def test_aqa_audio_in_another_clotho_split_follows_the_clotho_split(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """'Wind in trees.wav' is a Clotho validation (dev) file: as Clotho-AQA train it is the
+    same sound, so its questions go to dev with it instead of putting the audio in two
+    splits (the sound-group rule; nothing is left for the split-conflict refusal)."""
     aqa = write_aqa(
         tmp_path / "aqa",
         [
@@ -227,14 +235,13 @@ def test_aqa_audio_in_another_clotho_split_is_refused(warehouse: Warehouse, tmp_
     ingest_source(warehouse, "clotho", SAMPLE_PATHS["clotho"], "ingest", tmp_path)
     ingest_source(warehouse, "clotho-aqa", aqa, "ingest", tmp_path)
     generate_task(warehouse, TASK, offline(), "run-1")
-    binary = items(warehouse, "subtask = 'binary'")
-    assert [r["clip_ids"] for r in binary] == [["clotho-aqa:other.wav"]]
+    binary = {r["clip_ids"][0]: r["split"] for r in items(warehouse, "subtask = 'binary'")}
+    assert binary == {"clotho-aqa:Wind in trees.wav": "dev", "clotho-aqa:other.wav": "train"}
     rejects = warehouse.rows(
-        "SELECT record_id, detail FROM rejects WHERE stage = 'generate' AND reason = ?",
+        "SELECT record_id FROM rejects WHERE stage = 'generate' AND reason = ?",
         [AUDIO_SPLIT_CONFLICT],
     )
-    assert [r["record_id"] for r in rejects] == ["clotho-aqa:Wind in trees.wav"]
-    assert "'train' of Clotho-AQA but 'dev' of Clotho" in rejects[0]["detail"]
+    assert rejects == []
 
 
 # ---- scripted OpenAI-compatible server --------------------------------------------------
@@ -290,7 +297,7 @@ def test_scripted_server_replies_are_validated(sample_warehouse: Warehouse) -> N
         generate_task(sample_warehouse, TASK, config, "run-scripted")
         sent = server.request_count
     wh = sample_warehouse
-    llm_items = items(wh, "subtask <> 'binary'")
+    llm_items = items(wh, "subtask NOT IN ('binary', 'caption')")
     assert sent > 0 and all(r["model"] == DEFAULT_MODEL for r in llm_items)
 
     def reasons(clip_id: str, subtask: str) -> list[list[str]]:

@@ -213,6 +213,12 @@ def test_difference_validator_checks_each_tier() -> None:
         "difference-detailed": [v.TOO_SHORT],
     }
     assert [d.clip_ids for d in drafts] == [["a", "b"]] * 3
+    # Mellow's loaders special-case exactly these three instructions.
+    assert [d.input for d in drafts] == [
+        "explain the difference in few words",
+        "explain the difference in a sentence",
+        "explain the difference in detail",
+    ]
 
 
 def test_entailment_validator_rejects_a_copied_caption() -> None:
@@ -225,8 +231,13 @@ def test_entailment_validator_rejects_a_copied_caption() -> None:
     }
     drafts = entailment_drafts(clip(DOG_BIRDS), "train", result(reply))
     assert [d.reasons for d in drafts] == [[COPIES_CAPTION], []]
-    assert [d.answer for d in drafts] == ["entailment", "contradiction"]
-    assert drafts[1].input.endswith("Statement: No dog can be heard at all.")
+    assert [d.answer for d in drafts] == ["a) It is definitely true", "c) It is definitely false"]
+    assert [d.facts["label"] for d in drafts] == ["entailment", "contradiction"]
+    assert drafts[1].input == (
+        'Based on the audio, what can be said about the hypothesis - "No dog can be heard at '
+        'all."? a) It is definitely true b) It is plausible c) It is definitely false '
+        "d) I cannot determine"
+    )
 
 
 def test_mcq_prompt_renders_exactly() -> None:

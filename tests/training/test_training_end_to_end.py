@@ -22,7 +22,8 @@ from pipeline.training.evaluation import predict_masks
 from pipeline.training.inputs import gold_plans
 from pipeline.training.retrieval import load_index
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "auditorybench"
+# Fixture copies of the published dev CSVs' first rows (see tests/training/data/README.md).
+PUBLISHED_DATA = Path(__file__).resolve().parent / "data"
 ANIMALS = [("woof", "dog"), ("meow", "cat"), ("moo", "cow"), ("chirping", "bird")]
 SOURCES = ["a church bell", "a bass drum", "a whistle", "an engine", "a violin", "thunder"]
 
@@ -120,30 +121,52 @@ def test_training_writes_model_card_metrics_and_models_row(trained) -> None:
     wh, summary = trained
     model_dir = Path(summary.model_dir)
     assert model_dir == wh.root / "models" / "run-tiny-1"
-    for name in ("adapter", "span_detector", "tokenizer", "injection.safetensors", "config.json",
-                 "metrics.json", "retrieval_index.json", "MODEL_CARD.md"):  # fmt: skip
+    for name in ("span_detector", "tokenizer", "config.json", "metrics.json",
+                 "retrieval_index.json", "MODEL_CARD.md"):  # fmt: skip
         assert (model_dir / name).exists(), name
     assert not (wh.root / "models" / ".work" / "run-tiny-1").exists()
     assert summary.items["auditorybench-animal/train"] == 8  # the rejected item is left out
     assert summary.clap_is_random
     metrics = json.loads((model_dir / "metrics.json").read_text())
     test_eval = metrics["audiobert"]["evaluation"]["test"]
+    rows = {
+        "published_protocol",
+        "end_to_end",
+        "own_clip_oracle",
+        "text_only",
+        "backbone_zero_shot",
+    }
     for task in ("auditorybench-animal", "auditorybench-pitch"):
-        assert set(test_eval[task]) == {"audiobert", "audiobert_gold", "text_only", "backbone"}
-        assert test_eval[task]["audiobert"]["n"] == 2
-    assert metrics["audiobert"]["fit"]["steps"] == 2 * 4  # 16 train items, batch 4, 2 epochs
+        assert set(test_eval[task]) == rows
+        assert test_eval[task]["published_protocol"]["n"] == 2
+    # one model per task (as published): 8 train items each, batch 4, 2 epochs
+    fits = metrics["audiobert"]["fit"]
+    assert set(fits) == {"auditorybench-animal", "auditorybench-pitch"}
+    assert [fit["steps"] for fit in fits.values()] == [2 * 2, 2 * 2]
+    assert metrics["groups"] == {t: [t] for t in fits}
+    for task in fits:
+        assert (model_dir / "audiobert" / task / "adapter").is_dir()
     assert metrics["retrieval"]["dev"]["auditorybench-pitch"]["queries"] == 4
     assert metrics["data_version"][0]["prompt_versions"] == ["auditorybench/animal@p1"]
     card = (model_dir / "MODEL_CARD.md").read_text()
     assert "randomly initialised CLAP: no real audio knowledge" in card
     assert "text-only" in card and "36.69" in card and "15.85" in card and "build-7" in card
+    assert "published protocol" in card and "one per task, as published" in card
     (row,) = wh.rows("SELECT * FROM models")
     assert (row["run_id"], row["dataset_run_id"], row["clap_is_random"]) == (
         "run-tiny-1",
         "build-7",
         True,
     )
-    assert row["pitch_test_acc"] == test_eval["auditorybench-pitch"]["audiobert"]["accuracy"]
+    assert (
+        row["pitch_published_protocol_acc"]
+        == test_eval["auditorybench-pitch"]["published_protocol"]["accuracy"]
+    )
+    assert (
+        row["animal_end_to_end_acc"] == test_eval["auditorybench-animal"]["end_to_end"]["accuracy"]
+    )
+    assert row["model_per_task"] and row["train_audio"] == "retrieved"
+    assert row["backbone_comparable_with_paper"]  # the tiny BERT has its own MLM head
     assert row["clap_checkpoint"] == "tiny-random-hf-clap"
 
 
@@ -160,23 +183,35 @@ def test_saved_model_reloads_with_identical_predictions(trained) -> None:
     plans = gold_plans(encode_examples(saved.tokenizer, examples, 128), index)
     again = load_saved_model(summary.model_dir)
     cpu = torch.device("cpu")
-    first = predict_masks(saved.model, plans, saved.tokenizer, cpu)
-    second = predict_masks(again.model, plans, again.tokenizer, cpu)
-    assert [p.predicted for p in first] == [p.predicted for p in second]
     from pipeline.training.inputs import make_batch
 
-    batch = make_batch(plans, saved.tokenizer.pad_token_id, saved.model.audio_dim)
-    torch.testing.assert_close(saved.model(batch)[1], again.model(batch)[1])
-    assert not torch.equal(saved.model(batch)[1], saved.model(batch, inject=False)[1])
+    for plan in plans:
+        task = plan.encoded.example.task
+        first = predict_masks(saved.model_for(task), [plan], saved.tokenizer, cpu)
+        second = predict_masks(again.model_for(task), [plan], again.tokenizer, cpu)
+        assert [p.predicted for p in first] == [p.predicted for p in second]
+        model = saved.model_for(task)
+        batch = make_batch([plan], saved.tokenizer.pad_token_id, model.audio_dim)
+        torch.testing.assert_close(model(batch)[1], again.model_for(task)(batch)[1])
+        assert not torch.equal(model(batch)[1], model(batch, inject=False)[1])
+    # the two tasks' models are different models
+    animal, pitch = (
+        saved.model_for(plans[1].encoded.example.task),
+        saved.model_for(plans[0].encoded.example.task),
+    )
+    assert animal is not pitch
+    assert not torch.equal(animal.projection.weight, pitch.projection.weight)
 
 
 def test_evaluate_csv_scores_a_published_dev_slice(trained) -> None:
     wh, _ = trained
-    result = evaluate_csv(wh, SHARED_DATA / "sound_pitch_comparsion_dev.csv", max_rows=40)
-    assert result.task == "auditorybench-pitch" and result.evaluated == 40
-    assert set(result.accuracy) == {"audiobert", "text_only", "backbone"}
+    result = evaluate_csv(wh, PUBLISHED_DATA / "sound_pitch_comparsion_dev.csv", max_rows=20)
+    assert result.task == "auditorybench-pitch" and result.evaluated == 20
+    assert list(result.accuracy) == [
+        "published_protocol", "end_to_end", "text_only", "backbone_zero_shot"
+    ]  # fmt: skip
     for name, value in result.accuracy.items():
-        assert value == pytest.approx(100 * result.correct[name] / 40)
+        assert value == pytest.approx(100 * result.correct[name] / 20)
     assert result.clap_is_random and "token_f1" in result.span_detector
 
 
@@ -206,7 +241,7 @@ def test_cli_predict_and_evaluate(trained) -> None:
         [
             "evaluate",
             "--csv",
-            str(SHARED_DATA / "animal_sound_recognition_dev.csv"),
+            str(PUBLISHED_DATA / "animal_sound_recognition_dev.csv"),
             "--max-rows",
             "20",
             "--warehouse",
@@ -214,7 +249,8 @@ def test_cli_predict_and_evaluate(trained) -> None:
         ],
     )
     assert out.exit_code == 0, out.output
-    assert "20 of 593 rows evaluated" in out.output and "text_only" in out.output
+    assert "20 of 30 rows evaluated" in out.output and "text_only" in out.output
+    assert "published_protocol" in out.output and "gold span position" in out.output
     out = runner.invoke(
         app, ["evaluate", "--csv", str(wh.root / "missing.csv"), "--warehouse", str(wh.root)]
     )

@@ -13,14 +13,15 @@ from pipeline.errors import InputFormatError, MissingArtifactError
 from pipeline.training.artifacts import build_audiobert
 from pipeline.training.backbone import load_masked_lm, load_tokenizer, resolve_backbone
 from pipeline.training.config import TrainConfig
-from pipeline.training.data import Example, encode_examples, read_auditorybench_csv
+from pipeline.training.data import Example, encode_examples
 from pipeline.training.evaluation import MaskPrediction, accuracy, predict_masks
 from pipeline.training.inputs import Prepared, make_batch
 from pipeline.training.model import IGNORE_INDEX, Batch
+from pipeline.training.published import read_auditorybench_csv
 from pipeline.training.span_detector import gold_labels, label_runs, span_metrics
 
 AUDIO_DIM = 8
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "auditorybench"
+PUBLISHED_DATA = Path(__file__).resolve().parent / "data"  # fixture rows, see data/README.md
 
 
 def tokens(tokenizer, encoded) -> list[str]:
@@ -281,10 +282,12 @@ def test_config_rejects_unknown_keys_and_reads_yaml(tmp_path) -> None:
 
 
 def test_reads_published_csvs_of_both_tasks(tmp_path) -> None:
-    task, rows = read_auditorybench_csv(SHARED_DATA / "animal_sound_recognition_dev.csv")
-    assert task == "auditorybench-animal" and len(rows) == 593
+    task, rows = read_auditorybench_csv(PUBLISHED_DATA / "animal_sound_recognition_dev.csv")
+    assert task == "auditorybench-animal" and len(rows) == 30
     assert (rows[0].answer, rows[0].spans) == ("magpie", ["chirping and singing"])
-    task, rows = read_auditorybench_csv(SHARED_DATA / "sound_pitch_comparsion_dev_with_pitch.csv")
+    task, rows = read_auditorybench_csv(
+        PUBLISHED_DATA / "sound_pitch_comparsion_dev_with_pitch.csv"
+    )
     assert task == "auditorybench-pitch" and rows[0].answer == "lower" and len(rows[0].spans) == 2
     bad = tmp_path / "bad.csv"
     bad.write_text("question,answer\nx,y\n")

@@ -7,7 +7,9 @@ CREATE TABLE clip_embeddings (
     clip_id        VARCHAR NOT NULL,
     backend        VARCHAR NOT NULL,  -- laion | hf
     checkpoint     VARCHAR NOT NULL,  -- checkpoint path / hub id / tiny-random-* id
-    crop_policy    VARCHAR NOT NULL,  -- e.g. 'mean:10s:max6' (see pipeline.clap.crops)
+    crop_policy    VARCHAR NOT NULL,  -- how the clip became model input, e.g. 'mean:10s:max6:repeatpad'
+                                      -- or 'rand_trunc:10s:seed0:repeatpad' / 'fusion:10s:seed0:repeatpad'
+                                      -- (reference crop, seeded); see pipeline.clap.crops
     n_crops        INTEGER NOT NULL,  -- crops embedded for this clip
     audio_seconds  DOUBLE,            -- decoded duration
     embedding      FLOAT[512] NOT NULL,  -- L2-normalised; cosine = array_inner_product

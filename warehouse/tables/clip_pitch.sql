@@ -9,7 +9,7 @@ CREATE TABLE clip_pitch (
     voiced_fraction  DOUBLE,            -- voiced frames / all frames: the confidence of the median
     voiced_frames    BIGINT,
     frames           BIGINT,
-    method           VARCHAR NOT NULL,  -- e.g. librosa-pyin
+    method           VARCHAR NOT NULL,  -- analysis method and version, e.g. yin-cmndf-44k-v2 (older rows: librosa-pyin)
     params           VARCHAR NOT NULL,  -- JSON of the analysis parameters
     params_key       VARCHAR NOT NULL,  -- short hash of method + params (the cache key)
     detail           VARCHAR,           -- why a clip was not measured

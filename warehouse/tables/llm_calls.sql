@@ -2,7 +2,8 @@
 -- Partitions: data/llm_calls/run=<run_id>/part=<seq>-<token>.parquet, appended while a run
 -- goes (a killed run loses at most its last unflushed chunk). The table is also the cache:
 -- a request whose call_key has an 'ok' row is answered from here without being sent again;
--- failed rows are kept for the record and retried on the next run.
+-- failed rows are kept for the record and retried on the next run. Token counts and cost
+-- cover every attempt of the call (retries, repair), as the endpoint reported them.
 -- Kept in step with pipeline.llm.records.LLMCallRecord.
 CREATE TABLE llm_calls (
     call_key          VARCHAR NOT NULL,  -- sha256(prompt_version, messages, model, params, seed)
@@ -17,7 +18,9 @@ CREATE TABLE llm_calls (
     seed              BIGINT,
     messages          VARCHAR,           -- JSON: the rendered chat messages (the raw prompt)
     response_format   VARCHAR,           -- json_schema | json_object | offline
-    status            VARCHAR NOT NULL,  -- ok | invalid_output | http_error | timeout | refused
+    status            VARCHAR NOT NULL,  -- ok | invalid_output | truncated | refused | empty_reply
+                                         -- | http_error | timeout | unreachable | prompt_too_large
+                                         -- (meanings: pipeline.llm.records.CALL_STATUSES)
     error             VARCHAR,           -- why the call is not ok (API keys redacted)
     http_status       INTEGER,           -- last HTTP status seen, NULL if none
     finish_reason     VARCHAR,
@@ -25,6 +28,7 @@ CREATE TABLE llm_calls (
     parsed            VARCHAR,           -- JSON: the validated reply object (status ok only)
     prompt_tokens     BIGINT,
     completion_tokens BIGINT,
+    cost              DOUBLE,            -- price of the tokens (all attempts) from the price table, NULL if unknown
     latency_s         DOUBLE,            -- wall time of the call including retries and waits
     attempts          INTEGER,           -- HTTP attempts made (1 = no retry)
     run_id            VARCHAR NOT NULL,

@@ -1,6 +1,7 @@
 -- nlar_events: per-event annotations of each Clotho-AQA clip, cleaned from its QA by the
 -- NLAR task (majority vote per question), with the LLM's one-line acoustic description of
--- the event (requested once per event name, so every clip shares the cached call).
+-- the event (requested once per event name, so every clip shares the cached call); only
+-- descriptions with status ok reach the question prompts.
 -- Partitions: data/nlar_events/split=<split>.parquet, replaced by each NLAR generation run.
 -- Kept in step with pipeline.tasks.nlar.task.NLAREventRecord.
 CREATE TABLE nlar_events (
@@ -12,8 +13,8 @@ CREATE TABLE nlar_events (
     position                   VARCHAR,           -- beginning | middle | end | throughout
     not_positions              VARCHAR[],         -- positions a yes/no question denied
     evidence                   VARCHAR,           -- JSON list: question, answers, majority, kind
-    description                VARCHAR,           -- one-line acoustic description (NULL if none)
-    description_status         VARCHAR NOT NULL,  -- ok | declined | failed
+    description                VARCHAR,           -- the reply's description (NULL if none)
+    description_status         VARCHAR NOT NULL,  -- ok | too_long (over 9 words: unused) | declined | failed
     description_call_key       VARCHAR,           -- key into llm_calls
     description_model          VARCHAR,
     description_prompt_version VARCHAR,

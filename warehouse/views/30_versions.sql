@@ -1,6 +1,7 @@
 -- Item versions: what each generation produced, and how two versions differ.
 -- A new prompt, model or seed writes a new generation_version beside the old ones
--- (`forge regenerate`); `items.is_current` marks the latest per (task, split).
+-- (`forge regenerate`); `items.is_current` marks the version named by the task's latest
+-- completion manifest (table `generations`), for all its splits at once.
 
 -- item_versions: one row per (task, split, generation_version), newest last.
 CREATE OR REPLACE VIEW item_versions AS

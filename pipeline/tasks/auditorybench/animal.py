@@ -23,7 +23,11 @@ from pipeline.tasks.auditorybench.categorize import (
     categorize_clips,
     clip_variables,
 )
-from pipeline.tasks.auditorybench.knowledge import animal_vocabulary, tables_fingerprint
+from pipeline.tasks.auditorybench.knowledge import (
+    GENERIC_ANIMALS,
+    animal_vocabulary,
+    tables_fingerprint,
+)
 from pipeline.tasks.common import validators as v
 from pipeline.tasks.common.base import (
     MODEL_TEMPLATE,
@@ -99,7 +103,10 @@ class AnimalTask(Task):
                 generation_key="clip",
                 subtask="clip",
                 clip_ids=[clip["clip_id"]],
-                facts={"category": category},
+                facts={
+                    "category": category,
+                    "audio_filename": csv_export.release_clip_fields(clip)["audio_filename"],
+                },
                 reasons=llm_outcome_reasons(result),
                 **draft_lineage(result),
             )
@@ -128,7 +135,8 @@ def fill_from_reply(draft: ItemDraft, reply: dict[str, Any], category: str) -> N
     draft.answer = animal
     draft.reasons += validate_animal_sentence(sentence, span, animal)
     category_animal = category.split("/")[1] if category.count("/") >= 1 else None
-    if category_animal and animal_vocabulary().normalise(category_animal) not in (None, animal):
+    category_name = animal_vocabulary().normalise(category_animal) if category_animal else None
+    if category_name not in (None, animal, *GENERIC_ANIMALS):
         draft.reasons.append(ANSWER_CATEGORY_MISMATCH)
 
 
@@ -146,7 +154,7 @@ def wiki_items() -> list[ItemDraft]:
     drafts = []
     for animal in animals:
         for sound in animal.sounds:
-            span = sound[:1].upper() + sound[1:]
+            span = sound  # the published wiki keeps the sound word as is, lower case first
             sentence = WIKI_TEMPLATE.format(sound=span)
             drafts.append(
                 ItemDraft(

@@ -5,10 +5,20 @@
 * `sound_pitch_comparsion_{split}.csv` (the published spelling, so existing loaders find
   it): `sentence,answer,span1,span2`.
 
-With `extra_columns`, our columns follow the published ones (for pitch the first
-published version's `id_1,id_2,audio_filename_1,audio_filename_2,avg_pitch_1,avg_pitch_2,
-difference_percentage` plus voiced fractions and lineage). Written with the csv module,
-minimal quoting and `\\n` line ends, like the published files.
+* wiki split, as the published wiki files (`HJ-Ok/AudioBERT`, `dataset/*_wiki.csv`):
+  animal `animal,description,sentence` with the animal name capitalised (`Alligator,
+  bellow,bellow is the sound a [MASK] makes.`) and `\\r\\n` line ends; pitch
+  `span1,span2,sentence,answer` with bare source names and no final period (`Bass,alto,
+  The sound of Bass is [MASK] than the sound of alto,lower`).
+
+With `extra_columns`, pitch files take the first published version's columns in its order
+(`id_1,id_2,audio_filename_1,audio_filename_2,sentence,answer,span1,span2,avg_pitch_1,
+avg_pitch_2,difference_percentage,answer_pitch`), then voiced fractions and lineage;
+animal files add ours after the published three. As in that
+release, ids are the clips' integer Freesound ids and audio file names are relative to
+the LAION-Audio-630K Freesound folder (`train/199328.flac`): never a local absolute path.
+Written with the csv module, minimal quoting and `\\n` line ends (wiki animal: `\\r\\n`),
+like the published files.
 """
 
 from __future__ import annotations
@@ -16,11 +26,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.tasks.common.export import atomic_write_text, rows_by_split
+from pipeline.tasks.common.export import atomic_writer
+from pipeline.tasks.common.streaming import split_groups
 
 if TYPE_CHECKING:
     from pipeline.tasks.common.base import ExportOptions
@@ -28,31 +39,53 @@ if TYPE_CHECKING:
 FORMAT = "auditorybench-csv"
 ANIMAL_COLUMNS = ("animal", "description", "sentence")
 PITCH_COLUMNS = ("sentence", "answer", "span1", "span2")
+PITCH_WIKI_COLUMNS = ("span1", "span2", "sentence", "answer")
 LINEAGE_COLUMNS = ("item_id", "subtask", "model", "prompt_version", "llm_call_key", "filter_status")
 ANIMAL_EXTRA = ("clip_id", "audio_filename", "category", *LINEAGE_COLUMNS)
-PITCH_EXTRA = (
+# The first published version (`sound_pitch_comparsion_dev_with_pitch.csv`), column for column.
+PITCH_RELEASE_COLUMNS = (
     "id_1",
     "id_2",
     "audio_filename_1",
     "audio_filename_2",
+    *PITCH_COLUMNS,
     "avg_pitch_1",
     "avg_pitch_2",
     "difference_percentage",
-    "voiced_fraction_1",
-    "voiced_fraction_2",
-    *LINEAGE_COLUMNS,
+    "answer_pitch",
 )
+PITCH_EXTRA = ("voiced_fraction_1", "voiced_fraction_2", *LINEAGE_COLUMNS)
+
+
+def release_clip_fields(clip: dict[str, Any]) -> dict[str, Any]:
+    """A LAION clip as the published release names it: integer Freesound id, relative file.
+
+    The file is `<source split>/<stem>.flac`, as in LAION-Audio-630K's Freesound part.
+    """
+    extra = clip.get("extra")
+    extra = json.loads(extra) if isinstance(extra, str) else (extra or {})
+    freesound_id = str(extra.get("freesound_id") or "")
+    stem = str(clip["clip_id"]).split(":", 1)[-1]
+    return {
+        "id": int(freesound_id) if freesound_id.isdigit() else None,
+        "audio_filename": f"{clip.get('source_split') or clip.get('split')}/{stem}.flac",
+    }
+
+
+def _capitalised(name: str) -> str:
+    return name[:1].upper() + name[1:]
 
 
 def animal_row(row: dict[str, Any]) -> dict[str, Any]:
     facts = json.loads(row["facts"]) if row.get("facts") else {}
-    clip_ids, paths = row.get("clip_ids") or [], row.get("audio_paths") or []
+    clip_ids = row.get("clip_ids") or []
+    wiki = row.get("split") == "wiki"
     return {
-        "animal": row["answer"],
+        "animal": _capitalised(row["answer"]) if wiki else row["answer"],
         "description": (row.get("spans") or [""])[0],
         "sentence": row["input"],
         "clip_id": clip_ids[0] if clip_ids else "",
-        "audio_filename": paths[0] if paths else "",
+        "audio_filename": facts.get("audio_filename", ""),
         "category": facts.get("category", ""),
         **{name: row.get(name) or "" for name in LINEAGE_COLUMNS},
     }
@@ -61,20 +94,20 @@ def animal_row(row: dict[str, Any]) -> dict[str, Any]:
 def pitch_row(row: dict[str, Any]) -> dict[str, Any]:
     facts = json.loads(row["facts"]) if row.get("facts") else {}
     spans = [*list(row.get("spans") or []), "", ""]
-    clip_ids = [*list(row.get("clip_ids") or []), "", ""]
-    paths = [*list(row.get("audio_paths") or []), "", ""]
     return {
         "sentence": row["input"],
         "answer": row["answer"],
         "span1": spans[0],
         "span2": spans[1],
-        "id_1": clip_ids[0],
-        "id_2": clip_ids[1],
-        "audio_filename_1": paths[0],
-        "audio_filename_2": paths[1],
+        # Measured label, beside the sentence's label as in the first published version.
+        "answer_pitch": row["answer"] if "avg_pitch_1" in facts else "",
         **{
             name: facts.get(name, "")
             for name in (
+                "id_1",
+                "id_2",
+                "audio_filename_1",
+                "audio_filename_2",
                 "avg_pitch_1",
                 "avg_pitch_2",
                 "difference_percentage",
@@ -86,36 +119,60 @@ def pitch_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def csv_text(
+    records: Iterable[dict[str, Any]], columns: tuple[str, ...], line_end: str = "\n"
+) -> str:
+    """CSV as the published files write it: header, minimal quoting, the given line end."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=columns, extrasaction="ignore", lineterminator=line_end
+    )
+    writer.writeheader()
+    writer.writerows(records)
+    return buffer.getvalue()
+
+
 def _write(
-    rows: list[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     out_dir: Path,
     name: str,
-    columns: tuple[str, ...],
+    layout: Callable[[str], tuple[tuple[str, ...], str]],
     convert: Callable[[dict[str, Any]], dict[str, Any]],
 ) -> list[Path]:
+    """One CSV per split, row by row from rows grouped by split (see `csv_text`)."""
     written = []
-    for split, split_rows in rows_by_split(rows).items():
-        buffer = io.StringIO()
-        writer = csv.DictWriter(
-            buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n"
-        )
-        writer.writeheader()
-        writer.writerows(convert(row) for row in split_rows)
+    for split, split_rows in split_groups(rows):
+        columns, line_end = layout(split)
         path = out_dir / name.format(split=split)
-        atomic_write_text(path, buffer.getvalue())
+        with atomic_writer(path) as handle:
+            writer = csv.DictWriter(
+                handle, fieldnames=columns, extrasaction="ignore", lineterminator=line_end
+            )
+            writer.writeheader()
+            writer.writerows(convert(r) for r in split_rows)
         written.append(path)
     return written
 
 
 def write_animal_csv(
-    rows: list[dict[str, Any]], out_dir: Path, options: ExportOptions
+    rows: Iterable[dict[str, Any]], out_dir: Path, options: ExportOptions
 ) -> list[Path]:
-    columns = ANIMAL_COLUMNS + (ANIMAL_EXTRA if options.extra_columns else ())
-    return _write(rows, out_dir, "animal_sound_recognition_{split}.csv", columns, animal_row)
+    def layout(split: str) -> tuple[tuple[str, ...], str]:
+        if split == "wiki":
+            return ANIMAL_COLUMNS, "\r\n"
+        return ANIMAL_COLUMNS + (ANIMAL_EXTRA if options.extra_columns else ()), "\n"
+
+    return _write(rows, out_dir, "animal_sound_recognition_{split}.csv", layout, animal_row)
 
 
 def write_pitch_csv(
-    rows: list[dict[str, Any]], out_dir: Path, options: ExportOptions
+    rows: Iterable[dict[str, Any]], out_dir: Path, options: ExportOptions
 ) -> list[Path]:
-    columns = PITCH_COLUMNS + (PITCH_EXTRA if options.extra_columns else ())
-    return _write(rows, out_dir, "sound_pitch_comparsion_{split}.csv", columns, pitch_row)
+    def layout(split: str) -> tuple[tuple[str, ...], str]:
+        if split == "wiki":
+            return PITCH_WIKI_COLUMNS, "\n"
+        if options.extra_columns:
+            return PITCH_RELEASE_COLUMNS + PITCH_EXTRA, "\n"
+        return PITCH_COLUMNS, "\n"
+
+    return _write(rows, out_dir, "sound_pitch_comparsion_{split}.csv", layout, pitch_row)

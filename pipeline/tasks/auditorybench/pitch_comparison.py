@@ -2,8 +2,12 @@
 
 Clips: LAION/Freesound clips categorised `music/*`, `object/*` or `environment/*`
 (step a) whose pitch `pipeline.audio.pitch` could measure (enough voiced audio).
-Pairs: formed within a split only (`pair_split`), each clip paired with up to
-`pairs_per_clip` partners in a seeded order. Label logic (measured, never guessed):
+Pairs: formed within a split only (`pair_split`). `pairing="published"` (the default) is
+the released dataset's scheme: clips of one broad category (music with music, object with
+object, environment with environment) paired in a seeded order, each clip used once.
+`pairing="ring"` pairs each clip with up to `pairs_per_clip` partners across the three
+categories: up to `pairs_per_clip` times more items from a small corpus, and cross-category
+contrasts (a flute against traffic), at the price of reusing each clip. Label logic (measured, never guessed):
 `higher` iff median f0 of clip 1 > clip 2. A pair is used only if its
 difference_percentage = |p2 − p1| / p1 is at least `min_gap` in either order, i.e.
 (high − low) / high ≥ min_gap; smaller gaps are stored as rejected rows
@@ -14,7 +18,8 @@ clip's source first; validators: one `[MASK]`, spans verbatim and in order, no
 'higher'/'lower' in the sentence, 5–50 words, English.
 Wiki split: pairs of the shipped `data/pitch_sources.csv` whose Hz ranges do not overlap
 (and whose nearest edges differ by ≥ min_gap), `The sound of {A} is [MASK] than the
-sound of {B}.` (model `template`).
+sound of {B}` with bare source names and no final period, as the published wiki file
+(model `template`).
 Export `auditorybench-csv`: `sound_pitch_comparsion_{split}.csv` with `sentence,answer,span1,span2`.
 """
 
@@ -48,7 +53,8 @@ TASK_ID = "auditorybench-pitch"
 PITCH_PROMPT = "auditorybench/pitch"
 PITCH_BROAD = ("music", "object", "environment")
 LABELS = ("higher", "lower")
-WIKI_TEMPLATE = "The sound of {first} is [MASK] than the sound of {second}."
+WIKI_TEMPLATE = "The sound of {first} is [MASK] than the sound of {second}"
+PAIRINGS = ("published", "ring")
 PITCH_GAP_TOO_SMALL = "pitch_gap_too_small"
 LABEL_BALANCE = "label_balance"
 MIN_WORDS, MAX_WORDS = 5, 50
@@ -81,6 +87,13 @@ def validate_pitch_sentence(sentence: str, span1: str, span2: str, answer: str) 
     )
 
 
+def one_use_pairs(clip_ids: list[str], seed: int) -> list[tuple[str, str]]:
+    """Consecutive clips of a seeded order paired, each clip once (an odd one out is left)."""
+    ring = sorted(clip_ids, key=lambda c: (seeded_fraction(c, seed), c))
+    pairs = [(ring[i], ring[i + 1]) for i in range(0, len(ring) - 1, 2)]
+    return sorted((a, b) if a < b else (b, a) for a, b in pairs)
+
+
 def seeded_pairs(clip_ids: list[str], pairs_per_clip: int, seed: int) -> list[tuple[str, str]]:
     """Unordered pairs: each clip with its next `pairs_per_clip` neighbours in a seeded ring."""
     ring = sorted(clip_ids, key=lambda c: (seeded_fraction(c, seed), c))
@@ -104,7 +117,11 @@ class PitchTask(Task):
         pairs_per_clip: int = 8,
         max_label_imbalance: float = 0.02,
         pitch_config: PitchConfig | None = None,
+        pairing: str = "published",
     ) -> None:
+        if pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
+        self.pairing = pairing
         self.min_gap = min_gap
         self.pairs_per_clip = pairs_per_clip
         self.max_label_imbalance = max_label_imbalance
@@ -114,6 +131,7 @@ class PitchTask(Task):
         return {
             "min_gap": self.min_gap,
             "pairs_per_clip": self.pairs_per_clip,
+            "pairing": self.pairing,
             "max_label_imbalance": self.max_label_imbalance,
             "pitch": self.pitch_config.key(),
             "tables": tables_fingerprint(),
@@ -141,14 +159,27 @@ class PitchTask(Task):
         usable = sorted(c for c, p in pitches.items() if p["status"] == "ok")
         ctx.notes["pitch_unusable_clips"] = len(clips) - len(usable)
         by_split: dict[str, list[str]] = {}
+        groups: dict[tuple[str, str], list[str]] = {}
         for clip_id in usable:
-            by_split.setdefault(ctx.splits.clip_split(clip_id), []).append(clip_id)
+            split = ctx.splits.clip_split(clip_id)
+            by_split.setdefault(split, []).append(clip_id)
+            groups.setdefault((split, categories[clip_id].broad or ""), []).append(clip_id)
         drafts: list[ItemDraft] = []
         pending: list[tuple[ItemDraft, dict[str, Any]]] = []
         for split, clip_ids in sorted(by_split.items()):
-            pairs = seeded_pairs(clip_ids, self.pairs_per_clip, ctx.seed)
+            if self.pairing == "published":
+                pairs = sorted(
+                    pair
+                    for (group_split, _), members in sorted(groups.items())
+                    if group_split == split
+                    for pair in one_use_pairs(members, ctx.seed)
+                )
+            else:
+                pairs = seeded_pairs(clip_ids, self.pairs_per_clip, ctx.seed)
             ordered = self.order_pairs(pairs, pitches, ctx.seed)
             for first, second in ordered:
+                release_1 = csv_export.release_clip_fields(clips[first])
+                release_2 = csv_export.release_clip_fields(clips[second])
                 p1, p2 = pitches[first]["median_f0_hz"], pitches[second]["median_f0_hz"]
                 draft = ItemDraft(
                     split=split,
@@ -157,6 +188,10 @@ class PitchTask(Task):
                     clip_ids=[first, second],
                     answer=label(p1, p2),
                     facts={
+                        "id_1": release_1["id"],
+                        "id_2": release_2["id"],
+                        "audio_filename_1": release_1["audio_filename"],
+                        "audio_filename_2": release_2["audio_filename"],
                         "avg_pitch_1": p1,
                         "avg_pitch_2": p2,
                         "difference_percentage": difference_percentage(p1, p2),
@@ -239,7 +274,7 @@ class PitchTask(Task):
         for index, (high, low) in enumerate(pairs):
             first, second = (high, low) if index % 2 == 0 else (low, high)
             answer = "higher" if first is high else "lower"
-            sentence = WIKI_TEMPLATE.format(first=first.phrase, second=second.phrase)
+            sentence = WIKI_TEMPLATE.format(first=first.source, second=second.source)
             edge_1 = first.low_hz if first is high else first.high_hz
             edge_2 = second.low_hz if second is high else second.high_hz
             drafts.append(
@@ -249,7 +284,7 @@ class PitchTask(Task):
                     subtask="wiki",
                     input=sentence,
                     answer=answer,
-                    spans=[first.phrase, second.phrase],
+                    spans=[first.source, second.source],
                     facts={
                         "range_1_hz": [first.low_hz, first.high_hz],
                         "range_2_hz": [second.low_hz, second.high_hz],
@@ -257,7 +292,7 @@ class PitchTask(Task):
                         "source": "data/pitch_sources.csv",
                     },
                     model=MODEL_TEMPLATE,
-                    reasons=validate_pitch_sentence(sentence, first.phrase, second.phrase, answer),
+                    reasons=validate_pitch_sentence(sentence, first.source, second.source, answer),
                 )
             )
         return drafts

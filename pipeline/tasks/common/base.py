@@ -57,6 +57,13 @@ def llm_outcome_reasons(result: LLMResult, decline_field: str = "decline") -> li
         return [v.SCHEMA_INVALID]
     if result.status == "refused":
         return [v.LLM_REFUSED]
+    by_status = {
+        "prompt_too_large": v.PROMPT_TOO_LARGE,
+        "truncated": v.LLM_TRUNCATED,
+        "empty_reply": v.LLM_EMPTY_REPLY,
+    }
+    if result.status in by_status:
+        return [by_status[result.status]]
     if result.status != "ok" or result.parsed is None:
         return [v.LLM_ERROR]
     if result.parsed.get(decline_field):

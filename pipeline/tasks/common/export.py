@@ -3,11 +3,16 @@
 Which items: `validation_status = 'valid'` and not `dropped` by the CLAP filter, i.e. kept
 and unscored items (unscored: no checkpoint configured, no usable audio, or no CLAP rule
 for that kind of item — `items.filter_reason` says which); `include_dropped` adds the
-dropped ones.
+dropped ones. Items a reviewer rejected in `forge view` (latest decision in
+`item_review_latest`) are always left out.
+
+Every export also writes `<out_dir>/README.md`, a Hugging Face dataset card
+(pipeline.tasks.common.card) describing exactly the exported rows.
 
 Common formats, for every task:
 
-* `hf`: a `datasets.DatasetDict` (one Dataset per split) saved with `save_to_disk`;
+* `hf`: a `datasets.DatasetDict` (one Dataset per split) saved with `save_to_disk`, with
+  `datasets.Audio` columns and typed fact columns (pipeline.tasks.common.hf_export);
   loads back with `datasets.load_from_disk(out_dir)`.
 * `jsonl`: `<out_dir>/<split>.jsonl`, one object per item in the layout LLM audio
   recipes read: `key` (item_id), `source` (absolute audio path of the item's clip, a list
@@ -21,68 +26,103 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import ForgeError, InputFormatError
 from pipeline.tasks.common.base import ExportOptions
+from pipeline.tasks.common.card import card_facts, dataset_card
 from pipeline.tasks.common.generate import get_task
+from pipeline.tasks.common.hf_export import write_hf
 from pipeline.tasks.common.records import SPLIT_ORDER
+from pipeline.tasks.common.streaming import SPLIT_RANK_SQL, StreamedRows, split_groups
+from pipeline.viewer.reviews import REJECTED_BY_REVIEW_SQL
 
 ItemModel = TypeVar("ItemModel", bound=BaseModel)
 
 if TYPE_CHECKING:
     from pipeline.storage import Warehouse
 
-COMMON_FORMATS = ("hf", "jsonl")
-HF_COLUMNS = (
-    "item_id",
-    "task",
-    "subtask",
-    "clip_ids",
-    "audio_paths",
-    "input",
-    "answer",
-    "options",
-    "spans",
-    "focus",
-    "facts",
-    "model",
-    "prompt_name",
-    "prompt_version",
-    "generation_version",
-    "filter_status",
-)
+COMMON_FORMATS = ("hf", "jsonl", "pengi-jsonl")  # pengi-jsonl: pipeline.tasks.common.pengi
+CARD_NAME = "README.md"
+
+
+# Splits by SPLIT_ORDER; other splits after them in order of their first item_id (the order
+# a stable sort by (rank, item_id) then grouping by first appearance gives); then item_id.
+EXPORT_ORDER_SQL = f"{SPLIT_RANK_SQL}, min(item_id) OVER (PARTITION BY split), split"
+
+
+class ExportRows(StreamedRows):
+    """Exportable rows of `items_current`, grouped by split (SPLIT_ORDER first), streamed.
+
+    Each row is an `items_current` row plus `audio_paths` (absolute audio path of each of
+    its clips that `clips` knows, in the item's clip order) and `export_clips` (those
+    clips' `clip_id, source, audio_root, audio_path`). Within a split rows come by
+    `item_id`, or by `within_split_order` (SQL over `items_current` columns) then item_id.
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        task_id: str,
+        include_dropped: bool = False,
+        within_split_order: str | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.include_dropped = include_dropped
+        self.within_split_order = within_split_order
+        order = ", ".join(o for o in (EXPORT_ORDER_SQL, within_split_order, "item_id") if o)
+        sql = (
+            f"WITH selected AS ({self.selection_sql}), "
+            "located AS ("
+            "  SELECT e.item_id, list(struct_pack(clip_id := c.clip_id, source := c.source, "
+            "    audio_root := c.audio_root, audio_path := c.audio_path) ORDER BY e.position) "
+            "    AS export_clips"
+            "  FROM (SELECT item_id, unnest(clip_ids) AS clip_id, "
+            "        generate_subscripts(clip_ids, 1) AS position FROM selected) e"
+            "  JOIN clips c USING (clip_id) GROUP BY e.item_id) "
+            f"SELECT s.*, l.export_clips FROM selected s LEFT JOIN located l USING (item_id) "
+            f"ORDER BY {order}"
+        )
+        super().__init__(warehouse, sql, [task_id])
+
+    @property
+    def selection_sql(self) -> str:
+        """SQL of the selected `items_current` rows (one `?`: the task id), unordered."""
+        filter_clause = "TRUE" if self.include_dropped else "i.filter_status <> 'dropped'"
+        return (
+            "SELECT i.* FROM items_current i WHERE i.task = ? "
+            f"AND i.validation_status = 'valid' AND {filter_clause} "
+            f"AND i.item_id NOT IN ({REJECTED_BY_REVIEW_SQL})"
+        )
+
+    def ordered(self, within_split_order: str) -> ExportRows:
+        """The same rows with another order inside each split."""
+        return ExportRows(self.warehouse, self.task_id, self.include_dropped, within_split_order)
+
+    def convert(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for row in rows:
+            clips = row["export_clips"] or []
+            row["export_clips"] = clips
+            row["audio_paths"] = [
+                str(Path(clip["audio_root"] or "") / clip["audio_path"]) for clip in clips
+            ]
+        return rows
 
 
 def export_rows(
     warehouse: Warehouse, task_id: str, include_dropped: bool = False
 ) -> list[dict[str, Any]]:
-    """Exportable rows of `items_current`, ordered by split then item_id, with audio paths."""
-    filter_clause = "TRUE" if include_dropped else "i.filter_status <> 'dropped'"
-    rows = warehouse.rows(
-        "SELECT * FROM items_current i WHERE i.task = ? AND i.validation_status = 'valid' "
-        f"AND {filter_clause}",
-        [task_id],
-    )
-    clip_ids = sorted({clip_id for row in rows for clip_id in row["clip_ids"] or []})
-    paths = {
-        clip["clip_id"]: str(Path(clip["audio_root"] or "") / clip["audio_path"])
-        for clip in warehouse.rows(
-            "SELECT clip_id, audio_root, audio_path FROM clips WHERE list_contains(?, clip_id)",
-            [clip_ids],
-        )
-    }
-    for row in rows:
-        row["audio_paths"] = [paths[c] for c in row["clip_ids"] or [] if c in paths]
-    order = {split: index for index, split in enumerate(SPLIT_ORDER)}
-    return sorted(rows, key=lambda r: (order.get(r["split"], 99), r["item_id"]))
+    """Exportable rows as a list (small tasks, tests); exports stream `ExportRows`."""
+    return list(ExportRows(warehouse, task_id, include_dropped))
 
 
-def rows_by_split(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def rows_by_split(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows collected per split (holds them all: for small inputs; exports use split_groups)."""
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         grouped.setdefault(row["split"], []).append(row)
@@ -97,56 +137,50 @@ def export_task(
     include_dropped: bool = False,
     extra_columns: bool = False,
 ) -> list[Path]:
-    """Write one task's current valid items in `fmt` under `out_dir`; returns the paths."""
+    """Write one task's current valid items in `fmt` under `out_dir`; returns the paths.
+
+    Rows stream from DuckDB chunk by chunk into the writers (`ExportRows`), and the card's
+    counts are SQL aggregates: memory does not grow with the number of items.
+    """
     task = get_task(task_id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if fmt not in (*COMMON_FORMATS, *task.export_formats):
         known = ", ".join((*COMMON_FORMATS, *task.export_formats))
         raise ForgeError(f"task {task_id!r} cannot export format {fmt!r}; choose one of {known}")
-    rows = export_rows(warehouse, task_id, include_dropped)
+    rows = ExportRows(warehouse, task_id, include_dropped)
     if not rows:
         raise ForgeError(
             f"no exportable items for task {task_id!r} in {warehouse.root}: "
             f"run `forge generate --task {task_id}` first"
         )
     if fmt == "hf":
-        return [write_hf(rows, out)]
-    if fmt == "jsonl":
-        return write_jsonl(rows, out)
-    options = ExportOptions(include_dropped=include_dropped, extra_columns=extra_columns)
-    return task.export(fmt, rows, out, options)
+        written = [write_hf(rows, out)]
+    elif fmt == "jsonl":
+        written = write_jsonl(rows, out)
+    elif fmt == "pengi-jsonl":
+        from pipeline.tasks.common.pengi import write_pengi_jsonl
+
+        written = write_pengi_jsonl(rows, out)  # type: ignore[arg-type]
+    else:
+        options = ExportOptions(include_dropped=include_dropped, extra_columns=extra_columns)
+        written = task.export(fmt, rows, out, options)  # type: ignore[arg-type]
+    write_card(warehouse, task_id, rows, out, written)
+    return written
 
 
-def write_hf(rows: list[dict[str, Any]], out: Path) -> Path:
-    import datasets
-
-    features = datasets.Features(
-        {
-            name: (
-                datasets.Sequence(datasets.Value("string"))
-                if name in ("clip_ids", "audio_paths", "options", "spans")
-                else datasets.Value("string")
-            )
-            for name in HF_COLUMNS
-        }
-    )
-    splits = {
-        split: datasets.Dataset.from_list(
-            [{name: _hf_value(row, name) for name in HF_COLUMNS} for row in split_rows],
-            features=features,
-        )
-        for split, split_rows in rows_by_split(rows).items()
-    }
-    datasets.DatasetDict(splits).save_to_disk(str(out))
-    return out
-
-
-def _hf_value(row: dict[str, Any], name: str) -> Any:
-    value = row.get(name)
-    if name in ("clip_ids", "audio_paths", "options", "spans"):
-        return list(value or [])
-    return value
+def write_card(
+    warehouse: Warehouse, task_id: str, rows: ExportRows, out: Path, written: list[Path]
+) -> Path:
+    """`<out>/README.md`: the dataset card of exactly these rows (split files in its header)."""
+    files = {}
+    for path in written:
+        split = next((s for s in SPLIT_ORDER if path.stem.endswith(s)), None)
+        if split and path.is_file() and path.parent == out:
+            files[split] = path.name
+    card = out / CARD_NAME
+    atomic_write_text(card, dataset_card(card_facts(warehouse, task_id, rows), files))
+    return card
 
 
 def jsonl_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -160,37 +194,60 @@ def jsonl_record(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_jsonl(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def write_jsonl(rows: Iterable[dict[str, Any]], out: Path) -> list[Path]:
     written = []
-    for split, split_rows in rows_by_split(rows).items():
+    for split, split_rows in split_groups(rows):
         path = out / f"{split}.jsonl"
-        atomic_write_text(
-            path,
-            "".join(json.dumps(jsonl_record(r), ensure_ascii=False) + "\n" for r in split_rows),
-        )
+        with atomic_writer(path) as handle:
+            for row in split_rows:
+                handle.write(json.dumps(jsonl_record(row), ensure_ascii=False) + "\n")
         written.append(path)
     return written
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file + rename so a killed export never leaves half a file."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
+
+
+@contextmanager
+def atomic_writer(path: Path) -> Iterator[TextIO]:
+    """A text file written piece by piece into a temp file, renamed onto `path` only when
+    the block ends without error (a killed or failed export never leaves half a file)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_list(path: Path, items: Iterable[BaseModel]) -> None:
+    """`items` as the JSON list `json.dumps([...], ensure_ascii=False, indent=1) + "\\n"`
+    writes, byte for byte, one element at a time: an element at depth one is its own
+    indent=1 dump with every line shifted right by one space."""
+    with atomic_writer(path) as handle:
+        first = True
+        for item in items:
+            element = json.dumps(item.model_dump(), ensure_ascii=False, indent=1)
+            handle.write(("[\n " if first else ",\n ") + element.replace("\n", "\n "))
+            first = False
+        handle.write("[]\n" if first else "\n]\n")
 
 
 def write_json_splits(
-    rows: list[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     out_dir: Path,
     file_prefix: str,
     to_item: Callable[[dict[str, Any]], BaseModel],
 ) -> list[Path]:
     """One JSON list per split, `<out_dir>/<file_prefix>_<split>.json`, written atomically."""
     written = []
-    for split, split_rows in rows_by_split(rows).items():
+    for split, split_rows in split_groups(rows):
         path = out_dir / f"{file_prefix}_{split}.json"
-        items = [to_item(row).model_dump() for row in split_rows]
-        atomic_write_text(path, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
+        write_json_list(path, (to_item(row) for row in split_rows))
         written.append(path)
     return written
 

@@ -11,9 +11,16 @@ from pipeline.errors import ForgeError
 from pipeline.llm.offline import get_rule
 from pipeline.storage.warehouse import utc_now
 from pipeline.tasks.common.base import ItemDraft, Task, TaskContext, item_id, stable_hash
+from pipeline.tasks.common.completion import (
+    CALL_FAILURE_REASONS,
+    DEFAULT_MAX_FAILED_SHARE,
+    check_failed_share,
+    mark_started,
+    write_manifest,
+)
 from pipeline.tasks.common.dedup import mark_duplicates
 from pipeline.tasks.common.records import GenerateSummary, ItemRecord
-from pipeline.tasks.common.splits import SplitAssigner
+from pipeline.tasks.common.splits import SplitAssigner, reject_cross_split_items
 
 if TYPE_CHECKING:
     from pipeline.llm import LLMConfig
@@ -68,12 +75,17 @@ def generate_task(
     prompts_override: Path | str | None = None,
     seed: int = 0,
     splits: list[str] | None = None,
+    max_failed_share: float = DEFAULT_MAX_FAILED_SHARE,
 ) -> GenerateSummary:
     """Generate one task's items and write them (valid and rejected) to `item_records`.
 
     Rerunning with the same prompts/model/seed/settings rewrites the same partitions with
     the same item ids (LLM calls come from the `llm_calls` cache); anything else gives a
-    new `generation_version`, written beside the old partitions.
+    new `generation_version`, written beside the old partitions. The version becomes
+    current only when its completion manifest is written, last (see `completion`). More
+    than `max_failed_share` of the LLM calls behind the items without an answer from the
+    endpoint raises LLMEndpointError before anything is written; the previous version
+    stays current.
     """
     from pipeline.llm import PromptLibrary
 
@@ -92,14 +104,21 @@ def generate_task(
         wanted_splits=frozenset(splits) if splits else None,
     )
     drafts = [d for d in task.build_items(ctx) if ctx.wants(d.split)]
+    if leaked := reject_cross_split_items(ctx.splits, drafts):
+        ctx.notes["cross_corpus_leak"] = leaked
+    check_failed_share(warehouse, drafts, llm_config.endpoint, run_id, max_failed_share)
     records = to_records(task.task_id, drafts, version, run_id)
     duplicate_counts = mark_duplicates(records, task.dedup_text)
     finalize_counts = task.finalize(records)
     summary = GenerateSummary(task=task.task_id, run_id=run_id, generation_version=version)
     summary.notes = {**ctx.notes, "duplicates": duplicate_counts, **finalize_counts}
+    if records:
+        mark_started(warehouse, task.task_id, version, run_id)
     write_records(warehouse, task.task_id, version, records, summary)
     if splits is None:
         remove_stale_partitions(warehouse, task.task_id, version, summary.partitions)
+    if records:  # a run with no items leaves the current version as it is
+        summary.completion = write_manifest(warehouse, summary, splits)
     return summary
 
 
@@ -185,7 +204,11 @@ def write_records(
         summary.rejected_by_split[split] = len(split_records) - valid
         for record in split_records:
             reasons.update(record.validation_reasons)
+        summary.failed_calls_by_split[split] = sum(
+            1 for r in split_records if CALL_FAILURE_REASONS.intersection(r.validation_reasons)
+        )
     summary.items = len(records)
     summary.valid = sum(summary.valid_by_split.values())
     summary.rejected = summary.items - summary.valid
     summary.rejected_by_reason = dict(sorted(reasons.items()))
+    summary.failed_calls = sum(summary.failed_calls_by_split.values())

@@ -68,3 +68,10 @@ class GenerateSummary(BaseModel):
     rejected_by_reason: dict[str, int] = Field(default_factory=dict)
     partitions: list[str] = Field(default_factory=list)
     notes: dict[str, Any] = Field(default_factory=dict)
+    # Items whose LLM call failed (error, refusal, unusable reply): the next run resends
+    # exactly those calls, so a summary with failed calls is never reused from the cache.
+    failed_calls: int = 0
+    failed_calls_by_split: dict[str, int] = Field(default_factory=dict)
+    # The `generations` manifest partition that made this version current (None: not
+    # current, e.g. a run that produced no items).
+    completion: str | None = None

@@ -1,7 +1,9 @@
 """`report_task`: the quality numbers of one task's current items, computed with SQL.
 
 Everything here is read from the views `items_current` (current generation) so the same
-numbers can be re-derived by hand with `forge sql`.
+numbers can be re-derived by hand with `forge sql`. Counts and the gap histogram are SQL
+aggregates and the task's extra sections read streamed rows (pipeline.tasks.common.
+streaming), so a report's memory does not grow with the number of items.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.tasks.common.generate import get_task
+from pipeline.tasks.common.leakage import LeakageSummary, leakage_summary
 from pipeline.tasks.common.records import SPLIT_ORDER
+from pipeline.tasks.common.streaming import SPLIT_RANK_SQL, StreamedRows
 from pipeline.tasks.common.validators import DUPLICATE_EXACT, DUPLICATE_NORMALIZED
 
 if TYPE_CHECKING:
@@ -19,6 +23,14 @@ if TYPE_CHECKING:
 
 NORMALIZED_SQL = "regexp_replace(strip_accents(lower({expr})), '[^a-z0-9]+', '', 'g')"
 GAP_BINS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 4.0)
+# Index of the last bin whose lower edge the gap reaches (below the first edge: bin 0).
+GAP_BIN_SQL = (
+    "CASE "
+    + " ".join(
+        f"WHEN gap >= {low!r} THEN {index}" for index, low in reversed(list(enumerate(GAP_BINS)))
+    )
+    + " ELSE 0 END"
+)
 
 CROSS_SPLIT_DUPLICATES_SQL = """
 SELECT count(*) AS n FROM (
@@ -53,6 +65,7 @@ class TaskReport(BaseModel):
     generation_versions: list[str] = Field(default_factory=list)
     splits: list[SplitReport] = Field(default_factory=list)
     cross_split_duplicates: int = 0
+    leakage: LeakageSummary = Field(default_factory=LeakageSummary)  # sounds across splits
     extra_sections: list[tuple[str, str]] = Field(default_factory=list)
 
     def split(self, name: str) -> SplitReport:
@@ -151,28 +164,36 @@ def report_task(warehouse: Warehouse, task_id: str) -> TaskReport:
     ):
         by_split[r["split"]].rejects_by_reason[r["reason"]] = r["n"]
     for r in warehouse.rows(
-        """
-        SELECT split, TRY_CAST(json_extract(facts, '$.difference_percentage') AS DOUBLE) AS gap
-        FROM items_current
-        WHERE task = ? AND validation_status = 'valid' AND facts IS NOT NULL
+        f"""
+        SELECT split, {GAP_BIN_SQL} AS bin, count(*) AS n FROM (
+            SELECT split,
+                   TRY_CAST(json_extract(facts, '$.difference_percentage') AS DOUBLE) AS gap
+            FROM items_current
+            WHERE task = ? AND validation_status = 'valid' AND facts IS NOT NULL
+        ) WHERE gap IS NOT NULL GROUP BY ALL ORDER BY ALL
         """,
         [task_id],
     ):
-        if r["gap"] is None:
-            continue
         histogram = by_split[r["split"]].gap_histogram
         if not histogram:
             histogram.update({_bin(i): 0 for i in range(len(GAP_BINS))})
-        histogram[_bin(_bin_index(r["gap"]))] += 1
+        histogram[_bin(r["bin"])] += r["n"]
     report.splits = sorted(
         by_split.values(),
         key=lambda s: SPLIT_ORDER.index(s.split) if s.split in SPLIT_ORDER else 99,
     )
     report.cross_split_duplicates = cross_split_duplicates(warehouse, task_id, task.dedup_sql)
-    rows = warehouse.rows(
-        "SELECT * FROM items_current WHERE task = ? AND validation_status = 'valid'", [task_id]
+    # Streamed: a task's sections read each valid row once (and may ask len()); in split
+    # order then item_id, so per-split lines come out in the same order on every run.
+    rows = StreamedRows(
+        warehouse,
+        "SELECT * FROM items_current WHERE task = ? AND validation_status = 'valid' "
+        f"ORDER BY {SPLIT_RANK_SQL}, split, item_id",
+        [task_id],
     )
-    report.extra_sections = task.report_sections(rows)
+    report.extra_sections = task.report_sections(rows)  # type: ignore[arg-type]
+    report.leakage = leakage_summary(warehouse, task_id)
+    report.extra_sections.append(("Sound leakage across splits", report.leakage.markdown()))
     return report
 
 
@@ -180,14 +201,6 @@ def cross_split_duplicates(warehouse: Warehouse, task_id: str, expr: str = "inpu
     """Normalised texts that are valid in more than one split (must be 0)."""
     sql = CROSS_SPLIT_DUPLICATES_SQL.format(normalized=NORMALIZED_SQL.format(expr=expr), expr=expr)
     return int(warehouse.rows(sql, [task_id])[0]["n"])
-
-
-def _bin_index(gap: float) -> int:
-    index = 0
-    for i, low in enumerate(GAP_BINS):
-        if gap >= low:
-            index = i
-    return index
 
 
 def _bin(index: int) -> str:

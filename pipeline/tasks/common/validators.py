@@ -15,6 +15,9 @@ SCHEMA_INVALID = "schema_invalid"  # reply did not parse / match the template's 
 LLM_ERROR = "llm_error"  # http error or timeout after the engine's retries
 LLM_REFUSED = "llm_refused"  # the model refused (content filter / refusal field)
 LLM_DECLINED = "llm_declined"  # the reply used the schema's own decline field
+PROMPT_TOO_LARGE = "prompt_too_large"  # the rendered prompt exceeds max_prompt_chars: not sent
+LLM_TRUNCATED = "llm_truncated"  # finish_reason=length even after the longer retry
+LLM_EMPTY_REPLY = "llm_empty_reply"  # no choices / empty content
 # text checks
 MASK_COUNT = "mask_count"  # not exactly the required number of [MASK] tokens
 SPAN_NOT_IN_INPUT = "span_not_in_input"  # a span is not a verbatim substring of the input

@@ -1,38 +1,54 @@
-"""NLAR question types, their label logic, and the swapped-pair answer transformation.
+"""NLAR question kinds, their families, label logic and the swapped-pair transformation.
 
-A question is a *slot*: (kind, event). Its answer is computed from the two clips'
-event annotations (`events.EventAnnotation`, or None when a clip's annotators were never
-asked about the event) and is always in the kind's closed answer set. "unclear" is a
-real answer: it is given exactly when the annotations do not settle the question.
+A question is a *slot*: (kind, event). For the annotation kinds below the answer is
+computed from the two clips' event annotations (`events.EventAnnotation`, or None when a
+clip's annotators were never asked about the event) and is always in the kind's closed
+answer set. "unclear" is a real answer: it is given exactly when the annotations do not
+settle the question.
 
-| kind            | question                               | answers                                   | order-dependent |
-|-----------------|----------------------------------------|-------------------------------------------|-----------------|
-| which_contains  | which recording contains X?            | first, second, both, neither, unclear     | yes             |
-| both_contain    | do both recordings contain X?          | yes, no, unclear                          | no              |
-| more_count      | which recording has more X?            | first, second, same, unclear              | yes             |
-| where_occurs    | when does X occur, in the one with it? | beginning, middle, end, throughout, unclear | no            |
-| total_count     | how many X across both recordings?     | 0, 1, 2, … , unclear                      | no              |
+| kind             | family    | question                               | answers                                     | order-dependent |
+|------------------|-----------|----------------------------------------|---------------------------------------------|-----------------|
+| which_contains   | presence  | which recording contains X?            | first, second, both, neither, unclear       | yes             |
+| both_contain     | presence  | do both recordings contain X?          | yes, no, unclear                            | no              |
+| where_occurs     | presence  | when does X occur, in the one with it? | beginning, middle, end, throughout, unclear | no              |
+| more_count       | frequency | which recording has more X?            | first, second, same, unclear                | yes             |
+| total_count      | frequency | how many X across both recordings?     | 0, 1, 2, … , unclear                        | no              |
+| acoustic_compare | acoustic  | which recording has the more <feature> sound? | first, second, unclear               | yes             |
+
+The three families are APT's (presence, frequency, acoustic features); "when" questions
+count as presence (where in the clip the event is present). `acoustic_compare` is
+labelled by `acoustic` from the LLM's chosen feature and the event descriptions, not here.
 
 Swapping the clips maps first <-> second for order-dependent kinds and leaves every
 other answer alone (`swap_answer`); `label(kind, b, a) == swap_answer(kind, label(kind,
-a, b))` holds for every pair of annotations, which `check_swap` verifies per item.
+a, b))` holds for every pair of annotations (`check_swap`; the tests run it over every
+combination), and each swapped twin is checked against the label recomputed on the
+swapped clips (`questions.swapped_draft`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.tasks.nlar.acoustic import KIND as ACOUSTIC_KIND
 from pipeline.tasks.nlar.events import POSITIONS, EventAnnotation
 
 UNCLEAR = "unclear"
 KINDS = ("which_contains", "both_contain", "more_count", "where_occurs", "total_count")
-ORDER_DEPENDENT = frozenset({"which_contains", "more_count"})
+FAMILIES = {
+    "presence": ("which_contains", "both_contain", "where_occurs"),
+    "frequency": ("more_count", "total_count"),
+    "acoustic": (ACOUSTIC_KIND,),
+}
+FAMILY_OF = {kind: family for family, kinds in FAMILIES.items() for kind in kinds}
+ORDER_DEPENDENT = frozenset({"which_contains", "more_count", ACOUSTIC_KIND})
 ANSWER_TYPES = {
     "which_contains": "clip-choice",
     "both_contain": "yes-no",
     "more_count": "clip-choice",
     "where_occurs": "position",
     "total_count": "count",
+    ACOUSTIC_KIND: "clip-choice",
 }
 ANSWER_SETS = {
     "which_contains": ("first", "second", "both", "neither", UNCLEAR),
@@ -40,6 +56,7 @@ ANSWER_SETS = {
     "more_count": ("first", "second", "same", UNCLEAR),
     "where_occurs": (*POSITIONS, UNCLEAR),
     "total_count": ("0", "1", "2", "…", UNCLEAR),  # any non-negative integer
+    ACOUSTIC_KIND: ("first", "second", UNCLEAR),
 }
 KIND_HINTS = {
     "which_contains": "Ask which of the two recordings contains the event.",
@@ -47,6 +64,11 @@ KIND_HINTS = {
     "more_count": "Ask which recording has more occurrences of the event.",
     "where_occurs": "Ask when, in the recording that contains it, the event occurs.",
     "total_count": "Ask how many times the event occurs in the two recordings together.",
+    ACOUSTIC_KIND: (
+        "Ask which recording has the sound with more of an acoustic quality (pitch, timbre,"
+        " loudness, rhythm, suddenness) named in the description of the event; give that"
+        " quality as `feature`, in the description's words."
+    ),
 }
 _SWAP = {"first": "second", "second": "first"}
 
@@ -144,47 +166,3 @@ def answer_in_set(kind: str, answer: str) -> bool:
     if kind == "total_count":
         return answer == UNCLEAR or answer.isdigit()
     return answer in ANSWER_SETS[kind]
-
-
-def plan_slots(
-    first: dict[str, EventAnnotation],
-    second: dict[str, EventAnnotation],
-    limit: int = 5,
-    max_unclear: int = 1,
-    max_per_kind: int = 1,
-) -> list[Slot]:
-    """Up to `limit` slots for a pair, spread over kinds and events, deterministically.
-
-    Candidates are ordered by event (events annotated in both clips first, then by name)
-    with the kinds rotating, so a pair gets a mix. Slots whose answer the annotations
-    settle come first; at most `max_unclear` slots answered "unclear" are kept per pair
-    (unclear is a valid answer, but most unannotated events would otherwise swamp it),
-    and at most `max_per_kind` settled slots of one kind, so no kind dominates.
-    """
-    events = sorted(set(first) | set(second), key=lambda e: (not (e in first and e in second), e))
-    candidates: list[Slot] = []
-    for round_index in range(len(KINDS)):
-        for event_index, event in enumerate(events):
-            slot = Slot(KINDS[(event_index + round_index) % len(KINDS)], event)
-            if slot not in candidates and applicable(
-                slot.kind, first.get(event), second.get(event)
-            ):
-                candidates.append(slot)
-    settled = [
-        s for s in candidates if label(s.kind, first.get(s.event), second.get(s.event)) != UNCLEAR
-    ]
-    unclear = [s for s in candidates if s not in settled]
-    chosen = _spread_kinds(settled, limit, max_per_kind)
-    chosen += unclear[: min(max_unclear, limit - len(chosen))]
-    return chosen
-
-
-def _spread_kinds(slots: list[Slot], limit: int, per_kind: int) -> list[Slot]:
-    """Take slots round-robin over kinds (in KINDS order), keeping each kind's order."""
-    queues = {kind: [s for s in slots if s.kind == kind][:per_kind] for kind in KINDS}
-    chosen: list[Slot] = []
-    while len(chosen) < limit and any(queues.values()):
-        for kind in KINDS:
-            if queues[kind] and len(chosen) < limit:
-                chosen.append(queues[kind].pop(0))
-    return chosen

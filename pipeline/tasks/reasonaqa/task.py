@@ -7,8 +7,13 @@ Item families (`items.subtask`):
   so every letter is correct within ±1 as often as any other.
 * `detail` - one clip, an open question with an answer grounded in its captions.
 * `difference-short` / `difference-sentence` / `difference-detailed` - a pair of clips of
-  the same source and split, the difference explained in three tiers.
-* `entailment` - one clip, a statement labelled entailment / neutral / contradiction.
+  the same source and split, the difference explained in three tiers; the input is the
+  release's exact instruction for the tier (`release.DIFFERENCE_INSTRUCTION`).
+* `entailment` - one clip, a hypothesis labelled entailment / neutral / contradiction,
+  asked as the release's four-option question (answer `a) …`, the label in
+  `facts.label`); AudioCaps clips only in `audiocaps_entailment_splits` (the release: test).
+* `caption` - one item per reference caption, input "caption first audio" (no LLM,
+  model `template`), as the release's captioning files.
 * `binary` - Clotho-AQA yes/no questions with the annotators' majority answer (ties are
   recorded in `rejects` with reason `majority_tie`; no LLM involved, model `template`).
 
@@ -44,6 +49,16 @@ from pipeline.tasks.reasonaqa import rules
 from pipeline.tasks.reasonaqa.aqa_votes import YES_NO, vote_questions
 from pipeline.tasks.reasonaqa.lexicon import events_in_text
 from pipeline.tasks.reasonaqa.rejects import RejectLog
+from pipeline.tasks.reasonaqa.release import (
+    AUDIOCAPS_ENTAILMENT_SPLITS,
+    CAPTION_INSTRUCTION,
+    DIFFERENCE_INSTRUCTION,
+    DIFFERENCE_TIERS,
+    ENTAILMENT_ANSWER,
+    ENTAILMENT_LABELS,
+    ENTAILMENT_OPTIONS,
+    entailment_input,
+)
 
 if TYPE_CHECKING:
     from pipeline.llm import LLMRequest, LLMResult
@@ -55,26 +70,6 @@ PROMPT_DIFFERENCE = "reasonaqa/difference"
 PROMPT_ENTAILMENT = "reasonaqa/entailment"
 CAPTION_SOURCES = ("audiocaps", "clotho")
 LETTERS = ("a", "b", "c", "d")
-DIFFERENCE_TIERS = ("short", "sentence", "detailed")
-DIFFERENCE_QUESTIONS = {
-    "short": (
-        "What is the main difference between the two recordings? Answer in a few words.",
-        "In a few words, how do the two audio clips differ?",
-    ),
-    "sentence": (
-        "In one sentence, how does the first recording differ from the second?",
-        "Describe in one sentence the difference between the two audio clips.",
-    ),
-    "detailed": (
-        "Explain in detail how the two recordings differ.",
-        "Give a detailed comparison of the two audio clips and explain their differences.",
-    ),
-}
-ENTAILMENT_LABELS = ("entailment", "neutral", "contradiction")
-ENTAILMENT_INPUT = (
-    "Does the audio entail, contradict, or say nothing about the following statement? "
-    "Statement: {hypothesis}"
-)
 POOL_SIZE = 8
 
 # Reason codes this task adds to the common ones (pipeline.tasks.common.validators).
@@ -109,15 +104,32 @@ class ReasonAQATask(Task):
     )
     # Audio QA: the same question about different clips is a different item, so clip ids
     # are part of the duplicate key (clips never cross splits, so neither can a duplicate).
-    dedup_sql: ClassVar[str] = "array_to_string(clip_ids, '|') || '|' || input"
+    # Captioning items share one instruction, so their caption is part of the key.
+    dedup_sql: ClassVar[str] = (
+        "array_to_string(clip_ids, '|') || '|' || input"
+        " || CASE WHEN subtask = 'caption' THEN '|' || coalesce(answer, '') ELSE '' END"
+    )
+
+    def __init__(
+        self, audiocaps_entailment_splits: tuple[str, ...] = AUDIOCAPS_ENTAILMENT_SPLITS
+    ) -> None:
+        self.audiocaps_entailment_splits = tuple(audiocaps_entailment_splits)
 
     def config(self) -> dict[str, Any]:
-        return {"pool_size": POOL_SIZE, "lexicon": rules_lexicon_version()}
+        return {
+            "pool_size": POOL_SIZE,
+            "lexicon": rules_lexicon_version(),
+            "audiocaps_entailment_splits": list(self.audiocaps_entailment_splits),
+        }
 
     def dedup_text(self, record: ItemRecord) -> str | None:
         if record.input is None:
             return None
-        return "|".join(record.clip_ids) + "|" + record.input
+        key = "|".join(record.clip_ids) + "|" + record.input
+        return key + "|" + (record.answer or "") if record.subtask == "caption" else key
+
+    def wants_entailment(self, clip: dict[str, Any], split: str) -> bool:
+        return clip["source"] != "audiocaps" or split in self.audiocaps_entailment_splits
 
     # ---- generation -------------------------------------------------------------
 
@@ -130,6 +142,7 @@ class ReasonAQATask(Task):
         drafts: list[ItemDraft] = []
         drafts += self._single_clip_items(ctx, clips, all_caption_clips)
         drafts += self._difference_items(ctx, clips)
+        drafts += caption_items(ctx, clips)
         aqa = [
             clip
             for clip in ctx.clips("source = 'clotho-aqa'")
@@ -189,25 +202,27 @@ class ReasonAQATask(Task):
                     seed=ctx.seed,
                 )
             )
-            requests.append(
-                LLMRequest(
-                    item_key=f"{clip['clip_id']}|entailment",
-                    prompt=PROMPT_ENTAILMENT,
-                    variables={
-                        "captions": captions,
-                        "other_events": pool.other_events(clip),
-                    },
-                    seed=ctx.seed,
+            if self.wants_entailment(clip, ctx.splits.clip_split(clip["clip_id"])):
+                requests.append(
+                    LLMRequest(
+                        item_key=f"{clip['clip_id']}|entailment",
+                        prompt=PROMPT_ENTAILMENT,
+                        variables={
+                            "captions": captions,
+                            "other_events": pool.other_events(clip),
+                        },
+                        seed=ctx.seed,
+                    )
                 )
-            )
-        results = ctx.run_llm(requests)
+        results = iter(ctx.run_llm(requests))
         drafts: list[ItemDraft] = []
-        for index, clip in enumerate(clips):
+        for clip in clips:
             split = ctx.splits.clip_split(clip["clip_id"])
-            mcq, detail, entailment = results[3 * index : 3 * index + 3]
+            mcq, detail = next(results), next(results)
             drafts.append(mcq_draft(clip, split, focus_of[(clip["clip_id"], "mcq")], mcq))
             drafts.append(detail_draft(clip, split, focus_of[(clip["clip_id"], "detail")], detail))
-            drafts += entailment_drafts(clip, split, entailment)
+            if self.wants_entailment(clip, split):
+                drafts += entailment_drafts(clip, split, next(results))
         return drafts
 
     def _difference_items(self, ctx: TaskContext, clips: list[dict[str, Any]]) -> list[ItemDraft]:
@@ -559,7 +574,7 @@ def difference_drafts(
     parsed = result.parsed or {}
     drafts = []
     for tier in DIFFERENCE_TIERS:
-        question = rules._pick(DIFFERENCE_QUESTIONS[tier], first["clip_id"], second["clip_id"])
+        question = DIFFERENCE_INSTRUCTION[tier]
         draft = ItemDraft(
             split=split,  # type: ignore[arg-type]
             generation_key=f"difference-{tier}",
@@ -627,14 +642,38 @@ def entailment_drafts(clip: dict[str, Any], split: str, result: LLMResult) -> li
         drafts.append(
             ItemDraft(
                 generation_key=f"entailment:{index}",
-                input=ENTAILMENT_INPUT.format(hypothesis=hypothesis),
-                answer=label,
-                options=list(ENTAILMENT_LABELS),
-                facts={"clips": [clip_info(clip)], "hypothesis": hypothesis},
+                input=entailment_input(hypothesis),
+                answer=ENTAILMENT_ANSWER.get(label, ""),
+                options=list(ENTAILMENT_OPTIONS),
+                facts={"clips": [clip_info(clip)], "hypothesis": hypothesis, "label": label},
                 reasons=list(dict.fromkeys(reasons)),
                 **base,
             )
         )
+    return drafts
+
+
+def caption_items(ctx: TaskContext, clips: list[dict[str, Any]]) -> list[ItemDraft]:
+    """One captioning item per reference caption, as the release's captioning files."""
+    drafts = []
+    for clip in clips:
+        split = ctx.splits.clip_split(clip["clip_id"])
+        for index, caption in enumerate(clip["captions"]):
+            text = " ".join(str(caption).split())
+            drafts.append(
+                ItemDraft(
+                    split=split,  # type: ignore[arg-type]
+                    generation_key=f"caption:{index}",
+                    subtask="caption",
+                    clip_ids=[clip["clip_id"]],
+                    input=CAPTION_INSTRUCTION,
+                    answer=text,
+                    focus="events",
+                    facts={"clips": [clip_info(clip)], "caption_index": index},
+                    model=MODEL_TEMPLATE,
+                    reasons=v.check_nonempty(text),
+                )
+            )
     return drafts
 
 

@@ -53,10 +53,15 @@ test: install lint browser
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/llm.py
+	$(BIN)/python bench/llm.py --sweep --requests 400 --repeats 2 --latency 0.5 --knee 8 --capacity 12
 	$(BIN)/python bench/auditorybench_pitch.py
 	$(BIN)/python bench/clap.py
 	$(BIN)/python bench/orchestration.py
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/redact.py
+	$(BIN)/python bench/sound_groups.py
+	$(BIN)/python bench/scale.py
 
 clean:
 	rm -rf warehouse/data warehouse/forge.duckdb warehouse/.catalog.json warehouse/prefect_results

@@ -3,7 +3,7 @@
 Corpus: ReasonAQA-shaped items written straight into `item_records` (one current
 generation, splits train/dev/test 80/10/10, every family of the task, one `clips` row per
 two items with Clotho/AudioCaps layouts), in chunks of `WRITE_CHUNK` rows so the setup
-itself stays small. Full size (`--fraction 1`) is the issue's measured ReasonAQA run from
+itself stays small. Full size (`--fraction 1`) is the size of an offline ReasonAQA run from
 full AudioCaps + Clotho: FULL_ITEMS = 465,862 items.
 
 Each stage measurement runs in a fresh subprocess (`--child`), started by a measuring

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import REPO_ROOT
+from pipeline.llm.recording import run_usage
 from pipeline.storage import Warehouse, new_run_id
 from pipeline.storage.warehouse import utc_now
 
@@ -160,6 +161,11 @@ def finish_run(
         if status != "failed":
             raise
         generations, prompts = {}, {}
+    try:  # tokens and cost of the LLM calls this run made (also when it failed)
+        counts = {**counts, "llm": run_usage(warehouse, record.run_id)}
+    except Exception:
+        if status != "failed":
+            raise
     record.status = status
     record.counts = json.dumps(counts, sort_keys=True, default=str)
     record.generation_versions = json.dumps(generations, sort_keys=True)

@@ -2,7 +2,7 @@
 
 Serves the same four deployments as `prefect.yaml` (build, regenerate, export, train)
 from this process; runs are started from the UI or `prefect deployment run`, e.g.
-`prefect deployment run 'build/default' --param params='{"tasks": ["nlar"]}'`.
+`prefect deployment run 'build/served' --param params='{"tasks": ["nlar"]}'`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from typing import Any
 
 from prefect import serve
 
-DEPLOYMENT_NAME = "default"
+# A name of its own: `prefect deploy --all` registers the same flows as `<flow>/default` on
+# a work pool, and serving under that name would update those deployments in place (the
+# worker's and this process's runs would then share one deployment record).
+DEPLOYMENT_NAME = "served"
 
 
 def served_flows() -> list[Any]:

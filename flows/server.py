@@ -43,6 +43,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.errors import ForgeError
+from pipeline.storage.warehouse import pid_alive as process_alive
 
 STATE_FILE = "forge-server.json"
 LOG_FILE = "forge-server.log"
@@ -104,16 +105,6 @@ def read_state(home: Path) -> ServerState | None:
         return ServerState.model_validate_json(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def is_our_server(pid: int) -> bool:

@@ -43,6 +43,13 @@ def view(
         raise ForgeError(f"no warehouse at {wh.root}: run `forge run` first or pass --warehouse")
     name = reviewer or _login()
     typer.echo(f"review viewer on http://{host}:{port}/ (warehouse {wh.root}, reviewer {name})")
+    if host not in (LOCALHOST, "localhost", "::1"):
+        typer.secho(
+            f"warning: {host} exposes the viewer to the network with no authentication: "
+            "anyone who can reach it can read the items and record reviews",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     try:
         uvicorn.run(create_app(wh, reviewer=name), host=host, port=port, log_level="warning")
     except OSError as exc:

@@ -88,7 +88,7 @@ class FilterParams(BaseModel):
 
 
 class TrainParams(BaseModel):
-    """Training launched at the end of `build` (issue 7's `train` flow)."""
+    """Training launched at the end of `build` (the `train` flow)."""
 
     model_config = ConfigDict(extra="forbid")
 

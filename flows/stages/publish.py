@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from prefect import flow, task
@@ -175,6 +176,11 @@ def report_one(warehouse: str, task_id: str, figures_dir: str | None) -> TaskRep
         ]
     )
     written = [*plots, *sorted(figures.glob(f"clap_scores_{task_id}_*.png"))]
+    # the Markdown beside its plots (its image links are relative to this folder)
+    report_md = figures / "report.md"
+    partial = report_md.with_name(f".report.md.{os.getpid()}.partial")
+    partial.write_text(markdown, encoding="utf-8")
+    os.replace(partial, report_md)
     return TaskReportOutput(
         task=task_id,
         report=report,

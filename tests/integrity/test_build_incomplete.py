@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from integrity_replies import schema_reply
+import typer
 
 from flows.build import INCOMPLETE_EXIT_CODE, build_flow
+from flows.cli.orchestration import print_build
 from flows.stages.params import BuildParams
-from pipeline.llm.scripted_server import ScriptedServer
+from pipeline.llm.scripted_server import ScriptedServer, schema_reply
 from pipeline.storage import Warehouse
 
 EMPTY_TASK = "nlar"  # the minimal schema replies name no event: every NLAR item is rejected
@@ -44,3 +45,7 @@ def test_task_without_valid_items_leaves_the_others_built(sample_warehouse: Ware
     (run,) = sample_warehouse.rows("SELECT status, counts FROM runs WHERE flow_name = 'build'")
     assert run["status"] == "completed"
     assert list(json.loads(run["counts"])["incomplete_tasks"]) == [EMPTY_TASK]
+    # what `forge build` / `forge run` print and exit with
+    with pytest.raises(typer.Exit) as exited:
+        print_build(summary)
+    assert exited.value.exit_code == INCOMPLETE_EXIT_CODE

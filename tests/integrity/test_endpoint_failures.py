@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integrity_replies import schema_reply
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.llm.scripted_server import Reply, ScriptedServer
+from pipeline.llm.scripted_server import Reply, ScriptedServer, schema_reply
 from pipeline.storage import Warehouse
 
 TASK = "nlar"

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integrity_replies import schema_reply
 from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.stages.ingest import SourceInput, ingest_stage
-from pipeline.llm.scripted_server import Reply, ScriptedServer
+from pipeline.llm.scripted_server import Reply, ScriptedServer, schema_reply
 from pipeline.samples import SAMPLE_PATHS
 from pipeline.storage import Warehouse
 

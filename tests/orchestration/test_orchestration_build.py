@@ -114,6 +114,10 @@ def test_runs_table_records_the_build(built: BuildSummary) -> None:
     counts = json.loads(run["counts"])
     assert counts["ingest"]["clips"] == 91
     assert json.loads(run["parameters"])["tasks"] == TASKS
+    # the run's LLM usage: every call it recorded, by prompt version
+    (calls,) = wh.rows("SELECT count(*) AS n FROM llm_calls WHERE run_id = ?", [built.run_id])
+    assert counts["llm"]["calls"] == calls["n"] > 0
+    assert sum(p["calls"] for p in counts["llm"]["by_prompt"].values()) == calls["n"]
 
 
 def test_stages_publish_artifacts_linked_by_the_build(built: BuildSummary) -> None:

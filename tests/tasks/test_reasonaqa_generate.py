@@ -18,16 +18,14 @@ from pipeline.tasks import export_task, generate_task, report_task
 from pipeline.tasks.common.export import export_rows
 from pipeline.tasks.common.sound_groups import compute_sound_groups, write_sound_groups
 from pipeline.tasks.reasonaqa import rules
-from pipeline.tasks.reasonaqa.export import caption_groups_together, mellow_item, read_mellow_json
-from pipeline.tasks.reasonaqa.task import (
+from pipeline.tasks.reasonaqa.drafts import (
     ANSWER_NOT_GROUNDED,
-    AUDIO_SPLIT_CONFLICT,
     COPIES_CAPTION,
     DISTRACTOR_IN_CAPTIONS,
-    MAJORITY_TIE,
     NOT_ONE_SENTENCE,
-    NOT_YES_NO,
 )
+from pipeline.tasks.reasonaqa.export import caption_groups_together, mellow_item, read_mellow_json
+from pipeline.tasks.reasonaqa.task import AUDIO_SPLIT_CONFLICT, MAJORITY_TIE, NOT_YES_NO
 
 TASK = "reasonaqa"
 FAMILIES = {

@@ -10,8 +10,7 @@ from pipeline.llm.records import LLMResult
 from pipeline.tasks.common import validators as v
 from pipeline.tasks.reasonaqa import rules
 from pipeline.tasks.reasonaqa.aqa_votes import majority, vote_questions
-from pipeline.tasks.reasonaqa.lexicon import caption_support, events_in_text
-from pipeline.tasks.reasonaqa.task import (
+from pipeline.tasks.reasonaqa.drafts import (
     ANSWER_NOT_GROUNDED,
     COPIES_CAPTION,
     DISTRACTOR_IN_CAPTIONS,
@@ -22,6 +21,7 @@ from pipeline.tasks.reasonaqa.task import (
     lay_out_mcq,
     mcq_draft,
 )
+from pipeline.tasks.reasonaqa.lexicon import caption_support, events_in_text
 
 DOG_BIRDS = [
     "A dog barks while birds sing",
@@ -141,6 +141,11 @@ def test_lay_out_mcq_puts_the_correct_option_at_the_index(index: int) -> None:
     assert options[index] == answer == f"{'abcd'[index]}) dog"
     assert text == "Which? " + " ".join(options)
     assert [o[:2] for o in options] == ["a)", "b)", "c)", "d)"]
+
+
+def test_a_reply_with_too_few_distractors_is_laid_out_not_crashed_on() -> None:
+    _text, options, answer = lay_out_mcq("Which?", "dog", ["cat"], 3)
+    assert options == ["a) cat", "b) dog"] and answer == "b) dog"
 
 
 def test_mcq_validator_rejects_a_distractor_the_captions_support() -> None:

@@ -25,6 +25,7 @@ def test_report_stage_writes_plots_and_review_counts(
         assert (folder / name).read_bytes()[:8] == PNG_MAGIC
         assert f"]({name})" in output.markdown  # linked beside the Markdown
     assert "## Human review" in output.markdown
+    assert (folder / "report.md").read_text(encoding="utf-8") == output.markdown
     assert "## Plots (PNG files)" in stage.markdown and "file://" in stage.markdown
 
 

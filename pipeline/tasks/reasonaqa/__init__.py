@@ -1,7 +1,7 @@
 """ReasonAQA (Mellow) task: MCQ, detail, difference, entailment and binary items.
 
-See `pipeline.tasks.reasonaqa.task` for the item families and docs/readme/
-tasks-reasonaqa-nlar.md for the researcher's view. Importing this package registers the
+See `pipeline.tasks.reasonaqa.task` for the item families (clip selection in `selection`,
+item drafts and their validators in `drafts`) and the README for the researcher's view. Importing this package registers the
 offline rules of its prompts (`pipeline.tasks.reasonaqa.offline`).
 """
 

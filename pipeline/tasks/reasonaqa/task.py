@@ -26,9 +26,6 @@ export reads.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,29 +36,35 @@ from pipeline.tasks.common.base import (
     ItemDraft,
     Task,
     TaskContext,
-    draft_lineage,
-    llm_outcome_reasons,
     stable_hash,
 )
 from pipeline.tasks.common.dedup import normalize_text
 from pipeline.tasks.common.records import ItemRecord
 from pipeline.tasks.reasonaqa import rules
 from pipeline.tasks.reasonaqa.aqa_votes import YES_NO, vote_questions
-from pipeline.tasks.reasonaqa.lexicon import events_in_text
+from pipeline.tasks.reasonaqa.drafts import (
+    LETTERS,
+    clip_info,
+    detail_draft,
+    difference_drafts,
+    entailment_drafts,
+    lay_out_mcq,
+    mcq_draft,
+)
 from pipeline.tasks.reasonaqa.rejects import RejectLog
 from pipeline.tasks.reasonaqa.release import (
     AUDIOCAPS_ENTAILMENT_SPLITS,
     CAPTION_INSTRUCTION,
-    DIFFERENCE_INSTRUCTION,
-    DIFFERENCE_TIERS,
-    ENTAILMENT_ANSWER,
-    ENTAILMENT_LABELS,
-    ENTAILMENT_OPTIONS,
-    entailment_input,
+)
+from pipeline.tasks.reasonaqa.selection import (
+    POOL_SIZE,
+    PoolIndex,
+    clips_by_split,
+    difference_pairs,
 )
 
 if TYPE_CHECKING:
-    from pipeline.llm import LLMRequest, LLMResult
+    from pipeline.llm import LLMRequest
 
 TASK_ID = "reasonaqa"
 PROMPT_MCQ = "reasonaqa/mcq"
@@ -69,22 +72,13 @@ PROMPT_DETAIL = "reasonaqa/detail"
 PROMPT_DIFFERENCE = "reasonaqa/difference"
 PROMPT_ENTAILMENT = "reasonaqa/entailment"
 CAPTION_SOURCES = ("audiocaps", "clotho")
-LETTERS = ("a", "b", "c", "d")
-POOL_SIZE = 8
 
-# Reason codes this task adds to the common ones (pipeline.tasks.common.validators).
-DISTRACTOR_IN_CAPTIONS = "distractor_in_captions"  # a wrong option is supported by the captions
-ANSWER_NOT_GROUNDED = "answer_not_grounded"  # the answer shares no content word with the captions
-NOT_ONE_SENTENCE = "not_one_sentence"  # the one-sentence tier has several sentences
-COPIES_CAPTION = "copies_caption"  # a hypothesis is a caption copied verbatim (normalised)
+# Reason codes of the existing-data families (rejects).
 MAJORITY_TIE = "majority_tie"  # rejects: the annotators' answers have no majority
 NOT_YES_NO = "not_yes_no"  # rejects: the majority answer of an AQA question is not yes/no
 AUDIO_SPLIT_CONFLICT = (
     "audio_split_conflict"  # rejects: AQA clip's audio is in another Clotho split
 )
-
-_SENTENCE_END_RE = re.compile(r"[.!?](?:\s+|$)")
-_CONTENT_WORD_RE = re.compile(r"[a-z]{4,}")
 
 
 class ReasonAQATask(Task):
@@ -314,343 +308,6 @@ def rules_lexicon_version() -> str:
     from pipeline.tasks.reasonaqa.lexicon import LEXICON_PATH
 
     return stable_hash(LEXICON_PATH.read_text(encoding="utf-8"), length=12)
-
-
-# ---- clip selection ------------------------------------------------------------------
-
-
-def clips_by_split(
-    ctx: TaskContext, clips: list[dict[str, Any]]
-) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for clip in clips:
-        grouped.setdefault(ctx.splits.clip_split(clip["clip_id"]), []).append(clip)
-    return grouped
-
-
-def difference_pairs(
-    ctx: TaskContext, clips: list[dict[str, Any]]
-) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Each clip paired with its neighbour in a seeded order, within one (source, split).
-
-    n clips give n pairs (a ring) when n > 2, one pair when n == 2; every clip appears
-    in at most two pairs, so the pair count grows linearly with the corpus.
-    """
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for clip in clips:
-        groups.setdefault((clip["source"], ctx.splits.clip_split(clip["clip_id"])), []).append(clip)
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
-    for key in sorted(groups):
-        ordered = sorted(groups[key], key=lambda c: stable_hash(c["clip_id"], ctx.seed, "pair"))
-        count = len(ordered)
-        if count < 2:
-            continue
-        for index in range(count if count > 2 else 1):
-            first, second = ordered[index], ordered[(index + 1) % count]
-            if ctx.splits.pair_split(first["clip_id"], second["clip_id"]) is not None:
-                pairs.append((first, second))
-    return pairs
-
-
-@dataclass(frozen=True)
-class ClipProfile:
-    """What the distractor pools need from one clip's captions, computed once per clip."""
-
-    clip_id: str
-    events: frozenset[str]
-    sources: frozenset[str]
-    scenes: frozenset[str]  # the scene the captions name or imply, plus event scenes
-    temporal: str | None
-    moods: frozenset[str]
-    main_mood: str | None
-    summary: str
-
-
-def clip_profile(clip: dict[str, Any]) -> ClipProfile:
-    captions = list(clip["captions"])
-    events = rules.clip_events(captions)
-    scene = rules.scene_of(captions, events)
-    return ClipProfile(
-        clip_id=clip["clip_id"],
-        events=frozenset(e.event for e, _ in events),
-        sources=frozenset(e.source for e, _ in events),
-        scenes=frozenset({scene} if scene else set()) | {e.scene for e, _ in events},
-        temporal=rules.temporal_of(captions, events),
-        moods=frozenset(e.mood for e, _ in events),
-        main_mood=events[0][0].mood if events else None,
-        summary=rules.semantic_summary(captions),
-    )
-
-
-class PoolIndex:
-    """Phrases heard across the caption corpus, to draw distractors and neutral events from.
-
-    Built once per run (linear in the number of clips); per clip, pools are the corpus
-    phrases of a kind minus the clip's own, so the cost per clip does not grow with the
-    corpus (semantic summaries are drawn from a bounded, seeded window of other clips).
-    """
-
-    SUMMARY_WINDOW = 64
-
-    def __init__(self, clips: list[dict[str, Any]], seed: int) -> None:
-        self.seed = seed
-        self.profiles = {clip["clip_id"]: clip_profile(clip) for clip in clips}
-        self.order = sorted(self.profiles, key=lambda cid: stable_hash(cid, seed, "pool"))
-        self.position = {cid: index for index, cid in enumerate(self.order)}
-        profiles = list(self.profiles.values())
-        self.events = frozenset().union(*(p.events for p in profiles))
-        self.sources = frozenset().union(*(p.sources for p in profiles))
-        self.scenes = frozenset().union(*(p.scenes for p in profiles))
-        self.temporal = frozenset(p.temporal for p in profiles if p.temporal)
-        self.main_moods = frozenset(p.main_mood for p in profiles if p.main_mood)
-
-    def _ranked(self, clip_id: str, phrases: set[str] | frozenset[str]) -> list[str]:
-        ranked = sorted(phrases, key=lambda phrase: stable_hash(clip_id, phrase, self.seed))
-        return ranked[:POOL_SIZE]
-
-    def distractor_pool(self, focus: str, clip: dict[str, Any]) -> list[str]:
-        """Phrases of the focus's kind heard in other clips and never named by this clip.
-
-        The offline rule takes its distractors from here; a real LLM is asked to prefer them.
-        """
-        own = self.profiles.get(clip["clip_id"]) or clip_profile(clip)
-        if focus == "events":
-            return self._ranked(own.clip_id, self.events - own.events)
-        if focus == "sources":
-            return self._ranked(own.clip_id, self.sources - own.sources)
-        if focus == "scene":
-            return self._ranked(own.clip_id, self.scenes - own.scenes)
-        if focus == "signal":
-            return self._ranked(
-                own.clip_id,
-                {rules.TEMPORAL_PHRASES[p] for p in self.temporal if p != own.temporal},
-            )
-        if focus == "emotion":
-            return self._ranked(
-                own.clip_id,
-                {
-                    rules.MOOD_PHRASES[m]
-                    for m in self.main_moods - own.moods
-                    if m in rules.MOOD_PHRASES
-                },
-            )
-        if focus == "semantics":
-            return self._summaries(own)
-        raise ValueError(f"unknown focus {focus!r}")
-
-    def _summaries(self, own: ClipProfile) -> list[str]:
-        """Summaries of clips sharing no event with this one, from a seeded window."""
-        start = self.position.get(own.clip_id, 0)
-        found: list[str] = []
-        for step in range(1, min(len(self.order), self.SUMMARY_WINDOW + 1)):
-            other = self.profiles[self.order[(start + step) % len(self.order)]]
-            if other.clip_id == own.clip_id or own.events & other.events:
-                continue
-            if other.summary not in found:
-                found.append(other.summary)
-            if len(found) == POOL_SIZE:
-                break
-        return found
-
-    def other_events(self, clip: dict[str, Any]) -> list[str]:
-        """Events named by other clips' captions and not by this clip's (neutral candidates)."""
-        own = self.profiles.get(clip["clip_id"]) or clip_profile(clip)
-        return self._ranked(own.clip_id, self.events - own.events)
-
-
-def clip_info(clip: dict[str, Any]) -> dict[str, Any]:
-    """What an item keeps about its clip (facts.clips): enough for the Mellow export."""
-    return {
-        "clip_id": clip["clip_id"],
-        "source": clip["source"],
-        "source_split": clip.get("source_split"),
-        "audio_path": clip["audio_path"],
-        "captions": list(clip.get("captions") or []),
-    }
-
-
-# ---- item drafts ---------------------------------------------------------------------
-
-
-def lay_out_mcq(
-    question: str, correct: str, distractors: Sequence[str], correct_index: int
-) -> tuple[str, list[str], str]:
-    """(input, lettered options, answer) with the correct option at `correct_index`."""
-    texts = list(distractors)
-    texts.insert(correct_index, correct)
-    options = [f"{letter}) {text}" for letter, text in zip(LETTERS, texts, strict=False)]
-    return f"{question} {' '.join(options)}", options, options[correct_index]
-
-
-def mcq_draft(clip: dict[str, Any], split: str, focus: str, result: LLMResult) -> ItemDraft:
-    captions = list(clip["captions"])
-    draft = ItemDraft(
-        split=split,  # type: ignore[arg-type]
-        generation_key=f"mcq:{focus}",
-        subtask="mcq",
-        clip_ids=[clip["clip_id"]],
-        focus=focus,
-        **draft_lineage(result),
-    )
-    draft.reasons = llm_outcome_reasons(result)
-    if draft.reasons:
-        draft.facts = {"clips": [clip_info(clip)]}
-        return draft
-    parsed = result.parsed or {}
-    question = " ".join(str(parsed.get("question") or "").split())
-    correct = " ".join(str(parsed.get("correct") or "").split())
-    distractors = [" ".join(str(d).split()) for d in parsed.get("distractors") or []]
-    reasons = v.check_nonempty(question, correct)
-    if len(distractors) != 3 or len({normalize_text(t) for t in [correct, *distractors]}) != 4:
-        reasons.append(v.OPTION_COUNT)
-    if any(rules.mentioned_in_captions(d, captions) for d in distractors):
-        reasons.append(DISTRACTOR_IN_CAPTIONS)
-    if question:
-        reasons += v.check_length(question, 3, 40) + v.check_language(question)
-        if correct:
-            reasons += v.check_answer_not_leaked(question, correct)
-    if correct and len(correct.split()) > 15:
-        reasons.append(v.TOO_LONG)
-    index = int(stable_hash(clip["clip_id"], "letter", length=8), 16) % len(LETTERS)
-    text, options, answer = lay_out_mcq(question, correct, distractors[:3], index)
-    draft.input, draft.options, draft.answer = text, options, answer
-    reasons += v.check_option_count(options, len(LETTERS)) + v.check_answer_in_options(
-        answer, options
-    )
-    draft.reasons = list(dict.fromkeys(reasons))
-    draft.facts = {
-        "clips": [clip_info(clip)],
-        "question": question,
-        "correct": correct,
-        "distractors": distractors,
-        "letter": answer[:1],
-    }
-    return draft
-
-
-def _stems(text: str) -> set[str]:
-    # A 4-letter prefix folds inflections (barks / barking, bells / bell) well enough here.
-    return {word[:4] for word in _CONTENT_WORD_RE.findall(text.lower())}
-
-
-def grounded(answer: str, captions: Sequence[str]) -> bool:
-    """The answer names a sound event or shares a content word (stem) with the captions."""
-    caption_events = {event.event for event, _ in rules.clip_events(list(captions))}
-    if caption_events & {event.event for event in events_in_text(answer)}:
-        return True
-    return bool(_stems(" ".join(captions)) & _stems(answer))
-
-
-def detail_draft(clip: dict[str, Any], split: str, focus: str, result: LLMResult) -> ItemDraft:
-    draft = ItemDraft(
-        split=split,  # type: ignore[arg-type]
-        generation_key=f"detail:{focus}",
-        subtask="detail",
-        clip_ids=[clip["clip_id"]],
-        focus=focus,
-        facts={"clips": [clip_info(clip)]},
-        **draft_lineage(result),
-    )
-    draft.reasons = llm_outcome_reasons(result)
-    if draft.reasons:
-        return draft
-    parsed = result.parsed or {}
-    draft.input = " ".join(str(parsed.get("question") or "").split())
-    draft.answer = " ".join(str(parsed.get("answer") or "").split())
-    reasons = v.check_nonempty(draft.input, draft.answer)
-    if not reasons:
-        reasons += v.check_length(draft.input, 3, 40) + v.check_language(draft.input)
-        reasons += v.check_length(draft.answer, 8, 250) + v.check_language(draft.answer)
-        if not grounded(draft.answer, clip["captions"]):
-            reasons.append(ANSWER_NOT_GROUNDED)
-    draft.reasons = list(dict.fromkeys(reasons))
-    return draft
-
-
-def difference_drafts(
-    first: dict[str, Any], second: dict[str, Any], split: str, result: LLMResult
-) -> list[ItemDraft]:
-    outcome = llm_outcome_reasons(result)
-    parsed = result.parsed or {}
-    drafts = []
-    for tier in DIFFERENCE_TIERS:
-        question = DIFFERENCE_INSTRUCTION[tier]
-        draft = ItemDraft(
-            split=split,  # type: ignore[arg-type]
-            generation_key=f"difference-{tier}",
-            subtask=f"difference-{tier}",
-            clip_ids=[first["clip_id"], second["clip_id"]],
-            input=question,
-            focus="events",
-            facts={"clips": [clip_info(first), clip_info(second)], "tier": tier},
-            reasons=list(outcome),
-            **draft_lineage(result),
-        )
-        if not outcome:
-            answer = " ".join(str(parsed.get(tier) or "").split())
-            draft.answer = answer
-            reasons = v.check_nonempty(answer)
-            if answer:
-                words = len(answer.split())
-                if tier == "short" and words > 8:
-                    reasons.append(v.TOO_LONG)
-                if tier == "sentence":
-                    reasons += v.check_length(answer, 4, 45) + v.check_language(answer)
-                    if len(_SENTENCE_END_RE.findall(answer.strip())) > 1:
-                        reasons.append(NOT_ONE_SENTENCE)
-                if tier == "detailed":
-                    reasons += v.check_length(answer, 15, 250) + v.check_language(answer)
-                if not grounded(answer, [*first["captions"], *second["captions"]]):
-                    reasons.append(ANSWER_NOT_GROUNDED)
-            draft.reasons = list(dict.fromkeys(reasons))
-        drafts.append(draft)
-    return drafts
-
-
-def entailment_drafts(clip: dict[str, Any], split: str, result: LLMResult) -> list[ItemDraft]:
-    captions = list(clip["captions"])
-    base: dict[str, Any] = {
-        "split": split,
-        "subtask": "entailment",
-        "clip_ids": [clip["clip_id"]],
-        "focus": "events",
-        **draft_lineage(result),
-    }
-    outcome = llm_outcome_reasons(result)
-    hypotheses = (result.parsed or {}).get("hypotheses") or []
-    if outcome or not hypotheses:
-        return [
-            ItemDraft(
-                generation_key="entailment:0",
-                facts={"clips": [clip_info(clip)]},
-                reasons=outcome or [v.EMPTY_FIELD],
-                **base,
-            )
-        ]
-    caption_keys = {normalize_text(caption) for caption in captions}
-    drafts = []
-    for index, entry in enumerate(hypotheses):
-        hypothesis = " ".join(str(entry.get("hypothesis") or "").split())
-        label = entry.get("label")
-        reasons = v.check_nonempty(hypothesis)
-        if hypothesis:
-            reasons += v.check_length(hypothesis, 3, 40) + v.check_language(hypothesis)
-            if normalize_text(hypothesis) in caption_keys:
-                reasons.append(COPIES_CAPTION)
-        if label not in ENTAILMENT_LABELS:
-            reasons.append(v.SCHEMA_INVALID)
-        drafts.append(
-            ItemDraft(
-                generation_key=f"entailment:{index}",
-                input=entailment_input(hypothesis),
-                answer=ENTAILMENT_ANSWER.get(label, ""),
-                options=list(ENTAILMENT_OPTIONS),
-                facts={"clips": [clip_info(clip)], "hypothesis": hypothesis, "label": label},
-                reasons=list(dict.fromkeys(reasons)),
-                **base,
-            )
-        )
-    return drafts
 
 
 def caption_items(ctx: TaskContext, clips: list[dict[str, Any]]) -> list[ItemDraft]:

@@ -5,6 +5,8 @@ A stage task's key is the sha256 of
 * the warehouse root (a fresh warehouse never reuses another's results),
 * a fingerprint of the warehouse partitions the task reads (path, size, mtime of each
   Parquet file): new upstream data changes the key, untouched data keeps it,
+* for ingest, a fingerprint of the input files (`inputs_fingerprint`): metadata files by
+  content, hashed only when their stat changed; audio and shards by stat, never read,
 * a fingerprint of the source code that does the work (the library packages and prompt
   templates it uses, not only the thin task function), and
 * the task's own settings (task id, prompt versions, model, CLAP checkpoint, policy, ...).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -75,6 +78,69 @@ def files_fingerprint(paths: Iterable[Path | str]) -> str:
             if path.is_file() and "__pycache__" not in path.parts:
                 digest.update(str(path.relative_to(root)).encode())
                 digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+# Files fingerprinted by their stat alone, never read: audio, and webdataset shards (which
+# are mostly audio; a changed shard changes its size or mtime).
+STAT_ONLY_SUFFIXES = frozenset(
+    {".flac", ".wav", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".tar", ".gz", ".tgz"}
+)
+INPUT_HASHES_FILE = ".input_hashes.json"
+_HASH_CHUNK = 1 << 20
+
+
+def inputs_fingerprint(paths: Iterable[Path | str], warehouse: Warehouse) -> str:
+    """Fingerprint of a stage's input files that reads as little as possible.
+
+    Every file is stat-ed (size, mtime, inode). Audio and tar shards are fingerprinted by
+    that stat alone and never opened. Metadata files (CSV, JSON, ...) are fingerprinted by
+    their content, hashed in 1 MiB chunks, and the hash is remembered per stat in
+    `<warehouse>/.input_hashes.json`: an unchanged file is not read again, a touched file
+    with the same content is re-hashed once and keeps its fingerprint, an edited one
+    changes it. Missing paths count too."""
+    memo_path = warehouse.root / INPUT_HASHES_FILE
+    try:
+        memo: dict[str, str] = json.loads(memo_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        memo = {}
+    fresh: dict[str, str] = {}
+    digest = hashlib.sha256()
+    for root in sorted(Path(p) for p in paths):
+        digest.update(f"<{root}>".encode())
+        if root.is_file():
+            files = [root]
+        elif root.is_dir():
+            files = sorted(
+                f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+            )
+        else:
+            digest.update(b"missing")
+            continue
+        for path in files:
+            stat = path.stat()
+            identity = f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"
+            name = str(path.relative_to(root)) if path != root else path.name
+            if path.suffix.lower() in STAT_ONLY_SUFFIXES:
+                digest.update(f"{name}|stat|{identity};".encode())
+                continue
+            memo_key = f"{path.resolve()}|{identity}"
+            content = memo.get(memo_key) or _content_hash(path)
+            fresh[memo_key] = content
+            digest.update(f"{name}|sha256|{content};".encode())
+    if fresh.items() - memo.items():
+        warehouse.root.mkdir(parents=True, exist_ok=True)
+        partial = memo_path.with_name(f"{INPUT_HASHES_FILE}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({**memo, **fresh}, sort_keys=True), encoding="utf-8")
+        os.replace(partial, memo_path)
+    return digest.hexdigest()
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flows.runs import current_run_id
 from flows.stages.artifacts import StageReport, publish, summary_row
-from flows.stages.cache import code_fingerprint, files_fingerprint, key_from_parameter, results_dir
+from flows.stages.cache import code_fingerprint, inputs_fingerprint, key_from_parameter, results_dir
 from flows.stages.cache import stage_key as make_key
 from pipeline.ingest import IngestSummary, clips_partition, ingest_source, rejects_partition
 from pipeline.samples import SAMPLE_PATHS, sample_audio_root
@@ -58,12 +58,13 @@ def ingest_one(warehouse: str, source: SourceInput, run_id: str, cache_key: str)
 
 
 def ingest_key(warehouse: Warehouse, source: SourceInput) -> str:
-    # The metadata files' content is the input; audio is read later by the audio stages.
+    # The metadata files' content is the input (audio and shards by their stat, never read:
+    # the audio stages read audio later).
     return make_key(
         "ingest",
         warehouse,
         source=source,
-        inputs=files_fingerprint([source.path]),
+        inputs=inputs_fingerprint([source.path], warehouse),
         code=code_fingerprint(*INGEST_CODE),
     )
 

@@ -61,6 +61,7 @@ bench: install
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/redact.py
 	$(BIN)/python bench/sound_groups.py
+	$(BIN)/python bench/nlar_pairs.py
 	$(BIN)/python bench/scale.py
 
 clean:

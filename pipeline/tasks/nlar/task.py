@@ -34,10 +34,10 @@ from pipeline.tasks.common.base import (
     Task,
     TaskContext,
     llm_outcome_reasons,
-    stable_hash,
 )
 from pipeline.tasks.common.records import ItemRecord
 from pipeline.tasks.nlar.events import EventAnnotation, annotate_clip
+from pipeline.tasks.nlar.pairing import MAX_PAIRS_PER_SPLIT, select_pairs
 from pipeline.tasks.nlar.questions import (
     DEFAULT_MAX_ASKS_PER_PAIR,
     PROMPT_QA,
@@ -48,7 +48,6 @@ from pipeline.tasks.nlar.questions import (
 from pipeline.tasks.reasonaqa.rejects import RejectLog
 
 PROMPT_DESCRIBE = "nlar/describe_event"
-MAX_PAIRS_PER_SPLIT = 200
 MAX_DESCRIPTION_WORDS = 9  # APT: "under 10 words"
 EVENTS_TABLE = "nlar_events"
 
@@ -249,38 +248,3 @@ def write_event_rows(
             by_split[split_of[clip_id]].append(record.model_dump())
     for split, rows in sorted(by_split.items()):
         ctx.warehouse.write_partition(EVENTS_TABLE, f"split={split}", rows)
-
-
-# ---- pairs and questions ----------------------------------------------------------------
-
-
-def select_pairs(
-    ctx: TaskContext,
-    clips: list[dict[str, Any]],
-    annotations: dict[str, dict[str, EventAnnotation]],
-) -> list[tuple[str, str]]:
-    """Unordered pairs (first id < second id) of clips in the same split, capped per split.
-
-    Pairs sharing more annotated events rank first (their questions compare something),
-    then a seeded hash; `pair_split` refuses pairs across splits.
-    """
-    by_split: dict[str, list[str]] = {}
-    for clip in clips:
-        by_split.setdefault(ctx.splits.clip_split(clip["clip_id"]), []).append(clip["clip_id"])
-    chosen: list[tuple[str, str]] = []
-    for _split, clip_ids in sorted(by_split.items()):
-        ordered = sorted(clip_ids)
-        candidates = [
-            (a, b)
-            for i, a in enumerate(ordered)
-            for b in ordered[i + 1 :]
-            if ctx.splits.pair_split(a, b) is not None
-        ]
-        candidates.sort(
-            key=lambda pair: (
-                -len(set(annotations[pair[0]]) & set(annotations[pair[1]])),
-                stable_hash(pair, ctx.seed),
-            )
-        )
-        chosen += sorted(candidates[:MAX_PAIRS_PER_SPLIT])
-    return chosen

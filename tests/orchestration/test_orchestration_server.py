@@ -150,3 +150,36 @@ def test_deploy_from_prefect_yaml_and_run_build_on_a_worker(
     runs = Warehouse(warehouse).rows("SELECT flow_name, status FROM runs")
     assert runs == [{"flow_name": "build", "status": "completed"}]
     assert Warehouse(warehouse).rows("SELECT count(*) AS n FROM clips")[0]["n"] == 91
+
+    # `forge serve` beside the deployed flows: its own `<flow>/served` deployments, the
+    # work-pool ones untouched, and a served run completes
+    serving = start([str(BIN / "forge"), "serve", "--limit", "1"], env, tmp_path / "serve.log")
+    served_warehouse = tmp_path / "served-warehouse"
+    params = {"warehouse": str(served_warehouse), "stages": ["ingest"], "tasks": []}
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while "build/served" not in (listed := prefect(["deployment", "ls"], env, 60)):
+            assert serving.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, listed
+            time.sleep(2)
+        assert "build/default" in listed
+        out = prefect(
+            [
+                "deployment",
+                "run",
+                "build/served",
+                "--param",
+                f"params={json.dumps(params)}",
+                "--watch",
+                "--watch-interval",
+                "2",
+                "--watch-timeout",
+                str(RUN_TIMEOUT_S),
+            ],
+            env,
+            RUN_TIMEOUT_S + 30,
+        )
+    finally:
+        stop(serving)
+    assert "Completed" in out, out + (tmp_path / "serve.log").read_text()[-3000:]
+    assert Warehouse(served_warehouse).rows("SELECT count(*) AS n FROM clips")[0]["n"] == 91

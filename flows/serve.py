@@ -12,8 +12,8 @@ from typing import Any
 from prefect import serve
 
 # A name of its own: `prefect deploy --all` registers the same flows as `<flow>/default` on
-# a work pool, and serving under that name would update those deployments in place (the
-# worker's and this process's runs would then share one deployment record).
+# a work pool, and serving under that name updates those deployments in place; their runs
+# then fail to load the flow (`FileNotFoundError: <repo>/None` in load_flow_from_flow_run).
 DEPLOYMENT_NAME = "served"
 
 

@@ -64,7 +64,7 @@ def step(name: str, total: int | None = None, unit: str = "item") -> Iterator[Ad
     global _next_id
     listener = _listener
     if listener is None:
-        yield _ignore
+        yield ignore
         return
     with _lock:
         _next_id += 1
@@ -90,5 +90,6 @@ def step(name: str, total: int | None = None, unit: str = "item") -> Iterator[Ad
         listener.finished(step_id)
 
 
-def _ignore(n: int = 1, **counters: int) -> None:
+def ignore(n: int = 1, **counters: int) -> None:
+    """An `advance` that reports nothing (for code outside any step)."""
     return None

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import progress
 from pipeline.audio.io import AudioLoadError, describe_location
 from pipeline.clap.scorer import ClapScorer
 from pipeline.clap.stream import Decoder, StreamTimer, embed_clip_stream
@@ -168,11 +169,15 @@ def ensure_clip_embeddings(
     timer = StreamTimer()
     key = model_key(scorer.backend, scorer.checkpoint_id, scorer.crop_policy)
     if todo:
-        with warehouse.writer("clip_embeddings", _run_partition(f"model={key}", run_id)) as writer:
+        with (
+            progress.step("clap embeddings", total=len(todo), unit="clip") as advance,
+            warehouse.writer("clip_embeddings", _run_partition(f"model={key}", run_id)) as writer,
+        ):
             batch: list[Any] = []
             for result in embed_clip_stream(
                 scorer, todo, timer=timer, **({"decoder": decoder} if decoder else {})
             ):
+                advance(1, failed=int(result.failure is not None))  # clips arrive per batch
                 if result.failure is not None:
                     reasons[result.failure.reason] += 1
                     failures.append(

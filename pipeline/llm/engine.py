@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import progress
 from pipeline.errors import ForgeError, LLMEndpointError
 from pipeline.llm import offline
 from pipeline.llm.config import LLMConfig
@@ -190,6 +191,7 @@ class GenerationEngine:
         self.budget: Budget | None = None
         self._stop_sending = False
         self._endpoint = config.endpoint  # computed once: it is written into every row
+        self._advance: progress.Advance = progress.ignore  # the running step's progress
 
     # ---- preparation -------------------------------------------------------------------
 
@@ -236,6 +238,19 @@ class GenerationEngine:
             requests=len(prepared), unique_calls=len(unique), cached=len(cached)
         )
         outcomes: dict[str, dict[str, Any]] = {}
+        with progress.step(f"llm {self.config.model}", total=len(unique), unit="call") as advance:
+            advance(len(cached), cached=len(cached))
+            self._advance = advance
+            try:
+                self._answer(pending, outcomes)
+            finally:
+                self._advance = progress.ignore
+        self._summarize(summary, pending, cached, outcomes)
+        self._raise_if_incomplete(summary, pending)
+        return [self._result(p, cached.get(p.key), outcomes.get(p.key)) for p in prepared]
+
+    def _answer(self, pending: list[_Prepared], outcomes: dict[str, dict[str, Any]]) -> None:
+        """Send (or rule-answer) the uncached calls; every finished row goes to `record`."""
         try:
             if pending:
                 self.recorder.warm_up(self._row(pending[0], origin="request", response_format=None))
@@ -252,9 +267,6 @@ class GenerationEngine:
                         run_coroutine(lambda: LiveRunner(self).run(sendable, outcomes))
         finally:
             self.recorder.flush()
-        self._summarize(summary, pending, cached, outcomes)
-        self._raise_if_incomplete(summary, pending)
-        return [self._result(p, cached.get(p.key), outcomes.get(p.key)) for p in prepared]
 
     def record(self, row: dict[str, Any], outcomes: dict[str, Any] | None) -> None:
         """Keep a finished call's row for the results (`outcomes`, None for a call of no
@@ -268,6 +280,7 @@ class GenerationEngine:
         if outcomes is not None:
             outcomes[row["call_key"]] = row
         self.recorder.add(row)
+        self._advance(1, failed=int(row["status"] != "ok"))
         if row["status"] not in ("ok", "prompt_too_large"):
             self.failures[row["status"]] += 1
             if sum(self.failures.values()) >= self.config.max_failures:
@@ -384,6 +397,7 @@ class GenerationEngine:
             row.update(attempts=1, latency_s=time.perf_counter() - started)
             outcomes[item.key] = row
             self.recorder.add(row)
+            self._advance(1, failed=int(row["status"] != "ok"))
             if self.recorder.pending() >= self.config.flush_every:
                 self.recorder.flush()
 

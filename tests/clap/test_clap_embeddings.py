@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -144,3 +145,28 @@ def test_text_embeddings_are_cached(warehouse: Warehouse, scorer: ClapScorer) ->
     assert computed_again == 1
     np.testing.assert_allclose(second["a dog barks"], first["a dog barks"], atol=0)
     np.testing.assert_allclose(second["wind"], scorer.embed_text(["wind"])[0], atol=1e-6)
+
+
+def test_embedding_reports_progress_per_clip(
+    sample_warehouse: Warehouse, scorer: ClapScorer
+) -> None:
+    from pipeline import progress
+
+    events: list[tuple[str, Any]] = []
+
+    class Listener:
+        def started(self, step_id: int, name: str, total: int | None, unit: str) -> None:
+            events.append(("started", (name, total, unit)))
+
+        def advanced(self, step_id: int, done: int, counters: dict[str, int]) -> None:
+            events.append(("advanced", done))
+
+        def finished(self, step_id: int) -> None:
+            events.append(("finished", None))
+
+    clips = _clip_ids(sample_warehouse, "clotho")[:4]
+    with progress.listening(Listener()):
+        summary = ensure_clip_embeddings(sample_warehouse, scorer, clips, "run-p")
+    assert events[0] == ("started", ("clap embeddings", 4, "clip"))
+    assert [done for kind, done in events if kind == "advanced"] == [1, 2, 3, 4]
+    assert events[-1] == ("finished", None) and summary.computed + summary.failed == 4

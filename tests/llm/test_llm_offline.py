@@ -114,3 +114,33 @@ def test_from_env_chooses_the_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     assert LLMConfig.from_env().backend == "openai"
     with pytest.raises(ForgeError, match="invalid LLM settings"):
         LLMConfig.from_env(concurrency=0)
+
+
+class Recorder:
+    """A progress listener that keeps every event (pipeline.progress)."""
+
+    def __init__(self) -> None:
+        self.steps: dict[int, dict[str, Any]] = {}
+
+    def started(self, step_id: int, name: str, total: int | None, unit: str) -> None:
+        self.steps[step_id] = {"name": name, "total": total, "unit": unit, "done": 0}
+
+    def advanced(self, step_id: int, done: int, counters: dict[str, int]) -> None:
+        self.steps[step_id].update(done=done, **counters)
+
+    def finished(self, step_id: int) -> None:
+        self.steps[step_id]["finished"] = True
+
+
+def test_calls_report_progress_done_cached_failed(warehouse: Warehouse, animal_rule: None) -> None:
+    from pipeline import progress
+
+    recorder = Recorder()
+    with progress.listening(recorder):
+        engine(warehouse).run(requests())
+        engine(warehouse, "r2").run(requests())
+    first, second = recorder.steps.values()
+    # 4 calls: 2 answered, 1 rule error, 1 invalid reply; the rerun answers the 2 from cache
+    assert (first["unit"], first["total"], first["done"], first["failed"]) == ("call", 4, 4, 2)
+    assert (second["total"], second["done"], second["cached"], second["failed"]) == (4, 4, 2, 2)
+    assert first["finished"] and second["finished"]

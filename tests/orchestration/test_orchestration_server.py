@@ -93,6 +93,26 @@ def prefect(args: list[str], env: dict[str, str], timeout: float) -> str:
     return done.stdout
 
 
+def run_deployment(name: str, params: dict[str, object], env: dict[str, str]) -> str:
+    """`prefect deployment run NAME --watch`: its output ends with the final state."""
+    return prefect(
+        [
+            "deployment",
+            "run",
+            name,
+            "--param",
+            f"params={json.dumps(params)}",
+            "--watch",
+            "--watch-interval",
+            "2",
+            "--watch-timeout",
+            str(RUN_TIMEOUT_S),
+        ],
+        env,
+        RUN_TIMEOUT_S + 30,
+    )
+
+
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     port = free_port()
@@ -128,22 +148,7 @@ def test_deploy_from_prefect_yaml_and_run_build_on_a_worker(
     warehouse = tmp_path / "warehouse"
     params = {"warehouse": str(warehouse), "stages": ["ingest"], "tasks": []}
     try:
-        out = prefect(
-            [
-                "deployment",
-                "run",
-                "build/default",
-                "--param",
-                f"params={json.dumps(params)}",
-                "--watch",
-                "--watch-interval",
-                "2",
-                "--watch-timeout",
-                str(RUN_TIMEOUT_S),
-            ],
-            env,
-            RUN_TIMEOUT_S + 30,
-        )
+        out = run_deployment("build/default", params, env)
     finally:
         stop(worker)
     assert "Completed" in out, out + (tmp_path / "worker.log").read_text()[-3000:]
@@ -163,22 +168,7 @@ def test_deploy_from_prefect_yaml_and_run_build_on_a_worker(
             assert time.monotonic() < deadline, listed
             time.sleep(2)
         assert "build/default" in listed
-        out = prefect(
-            [
-                "deployment",
-                "run",
-                "build/served",
-                "--param",
-                f"params={json.dumps(params)}",
-                "--watch",
-                "--watch-interval",
-                "2",
-                "--watch-timeout",
-                str(RUN_TIMEOUT_S),
-            ],
-            env,
-            RUN_TIMEOUT_S + 30,
-        )
+        out = run_deployment("build/served", params, env)
     finally:
         stop(serving)
     assert "Completed" in out, out + (tmp_path / "serve.log").read_text()[-3000:]

@@ -11,7 +11,21 @@ built offline), `crops` (clip → fixed crops, reference preprocessing),
 counts), `tiny` (random test models, never a fallback).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from pipeline.clap.config import NOT_CONFIGURED, ClapConfig
-from pipeline.clap.scorer import ClapScorer, load_scorer
+
+if TYPE_CHECKING:
+    from pipeline.clap.scorer import ClapScorer, load_scorer
 
 __all__ = ["NOT_CONFIGURED", "ClapConfig", "ClapScorer", "load_scorer"]
+
+
+def __getattr__(name: str) -> Any:
+    # The scorer imports torch (1.6 s): only code that scores pays for it, not the
+    # report, export or config checks that import this package for its light modules.
+    if name in ("ClapScorer", "load_scorer"):
+        from pipeline.clap import scorer
+
+        return getattr(scorer, name)
+    raise AttributeError(f"module 'pipeline.clap' has no attribute {name!r}")

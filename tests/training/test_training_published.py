@@ -24,27 +24,9 @@ from pipeline.training.published import (
 )
 
 DATA = Path(__file__).resolve().parent / "data"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "auditorybench"
 
 
 # ---- the published files -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "animal_sound_recognition_dev.csv",
-        "sound_pitch_comparsion_dev.csv",
-        "sound_pitch_comparsion_train.csv",
-        "sound_pitch_comparsion_dev_with_pitch.csv",
-    ],
-)
-def test_fixtures_are_verbatim_first_rows_of_the_published_files(name: str) -> None:
-    if not (SHARED / name).is_file():
-        pytest.skip("shared copy of the published CSVs not present beside this clone")
-    fixture = (DATA / name).read_text(encoding="utf-8").splitlines()
-    published = (SHARED / name).read_text(encoding="utf-8").splitlines()
-    assert fixture == published[: len(fixture)]
 
 
 def test_published_facts_hold_on_the_fixture_rows() -> None:

@@ -15,8 +15,10 @@
   through the Batch API; results are recorded exactly as live ones, so `run()` returns
   the same results either way.
 - Recording: finished calls are appended to `llm_calls` in chunks (`flush_every` results or
-  `flush_interval_s`), each chunk its own partition `run=<run_id>/part=<n>-<token>`, so a
-  killed run loses at most the unflushed chunk and a rerun resumes from the rest.
+  `flush_interval_s`; offline rules by time only), each chunk its own partition
+  `run=<run_id>/part=<n>-<token>`, so a killed run loses at most the unflushed chunk and a
+  rerun resumes from the rest. `close()` at the end of a run compacts its chunks into one
+  sorted file per call-key bucket (`pipeline.llm.recording`), so lookups read few files.
 - Stopping early, after recording what finished (a rerun sends only what is missing):
   `LLMEndpointError` when the endpoint refuses the run (see `pipeline.llm.limits`),
   `LLMBudgetReached` when `max_cost`/`max_total_tokens` would be exceeded by the next
@@ -46,7 +48,12 @@ from pipeline.llm.costs import PriceTable, estimate_prompt_tokens, load_prices
 from pipeline.llm.limits import Budget, EndpointGuard
 from pipeline.llm.live import OUTPUT_MODE_BY_ENDPOINT, LiveRunner
 from pipeline.llm.prompts import PromptLibrary, PromptTemplate, sanitize_variables
-from pipeline.llm.recording import CallRecorder, load_cached_ok, run_spending
+from pipeline.llm.recording import (
+    CallRecorder,
+    CompactionResult,
+    load_cached_ok,
+    run_spending,
+)
 from pipeline.llm.records import CALL_STATUSES, LLMRequest, LLMResult
 from pipeline.llm.replies import (  # noqa: F401  (re-exported: batch export and bench use them)
     completion_into,
@@ -226,6 +233,11 @@ class GenerationEngine:
 
     # ---- public entry ------------------------------------------------------------------
 
+    def close(self) -> CompactionResult:
+        """The run is over: write what is buffered and compact the run's chunk files into
+        one sorted file per key bucket (once per run, not per `run()`: it rewrites them)."""
+        return self.recorder.compact()
+
     def run(self, requests: Sequence[LLMRequest]) -> list[LLMResult]:
         """Answer every request; results are in request order. See module docstring."""
         prepared = [self.prepare(r) for r in requests]
@@ -398,7 +410,12 @@ class GenerationEngine:
             outcomes[item.key] = row
             self.recorder.add(row)
             self._advance(1, failed=int(row["status"] != "ok"))
-            if self.recorder.pending() >= self.config.flush_every:
+            # Rules answer thousands of calls a second and are cheap to redo: flushing by
+            # time keeps the file count proportional to run time, not to calls.
+            if (
+                self.recorder.pending() >= self.config.flush_every
+                and time.monotonic() - self.recorder.last_flush >= self.config.flush_interval_s
+            ):
                 self.recorder.flush()
 
     # ---- rows and results --------------------------------------------------------------

@@ -92,14 +92,17 @@ def test_disk_full_mid_generation_leaves_the_previous_version_current(
     written_path = lines[0].removeprefix("error: cannot write ").split(": ")[0]
     assert Path(written_path).is_relative_to(sample_warehouse.data_dir)
 
-    # Some splits of the new version were written before the failure: none is current.
+    # The limit hits the staged items (every split in one file, so the largest file of the
+    # run): no split of the new version is written, none is current, nothing is left over.
+    assert written_path.split("/data/", 1)[1].startswith(".staging/"), written_path
     new_versions = {
         p.rsplit("version=", 1)[1]
         for p in sample_warehouse.partitions("item_records")
         if p.startswith(f"task={TASK}/")
     } - {before.generation_version}
-    assert new_versions, "the limit stopped the run before any split was written"
+    assert not new_versions
     assert current_versions(sample_warehouse) == current_before
+    assert not list((sample_warehouse.data_dir / ".staging").glob("*/*"))
     assert sample_warehouse.rows(CLIPS_IN_SEVERAL_SPLITS, [TASK]) == []
     leftovers = list(sample_warehouse.data_dir.rglob("*.partial"))
     assert leftovers == [], leftovers

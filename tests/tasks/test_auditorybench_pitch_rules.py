@@ -15,6 +15,7 @@ from pipeline.tasks.auditorybench.pitch_comparison import (
     seeded_pairs,
 )
 from pipeline.tasks.common.records import ItemRecord
+from pipeline.tasks.common.staging import finalize_records
 
 
 def test_difference_percentage_is_the_published_definition() -> None:
@@ -73,7 +74,7 @@ def _record(item_id: str, answer: str) -> ItemRecord:
 def test_finalize_rejects_the_majority_surplus_down_to_two_percent() -> None:
     records = [_record(f"h{i:02d}", "higher") for i in range(60)]
     records += [_record(f"l{i:02d}", "lower") for i in range(40)]
-    counts = PitchTask().finalize(records)
+    counts = finalize_records(PitchTask(), records)
     valid = [r for r in records if r.validation_status == "valid"]
     higher = sum(r.answer == "higher" for r in valid)
     assert abs(higher / len(valid) - 0.5) <= 0.02

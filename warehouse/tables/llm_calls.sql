@@ -1,9 +1,32 @@
 -- llm_calls: one row per finished LLM call (or offline-rule call, or imported batch result).
--- Partitions: data/llm_calls/run=<run_id>/part=<seq>-<token>.parquet, appended while a run
--- goes (a killed run loses at most its last unflushed chunk). The table is also the cache:
--- a request whose call_key has an 'ok' row is answered from here without being sent again;
--- failed rows are kept for the record and retried on the next run. Token counts and cost
--- cover every attempt of the call (retries, repair), as the endpoint reported them.
+-- The table is also the cache: a request whose call_key has an 'ok' row is answered from
+-- here without being sent again; failed rows are kept for the record and retried on the
+-- next run. Token counts and cost cover every attempt of the call (retries, repair), as
+-- the endpoint reported them.
+--
+-- Files (pipeline.llm.recording), one folder per run id, under data/llm_calls/:
+--   run=<run_id>/part=<seq>-<token>.parquet  chunks, appended while the run goes (every
+--                                            flush_every results or flush_interval_s): a
+--                                            killed run loses at most its unflushed chunk
+--   run=<run_id>/bucket=<h>.parquet          the run compacted: h = first hex digit of
+--                                            call_key ('_' for keys without one), so at
+--                                            most 17 files per run, each sorted by call_key
+-- Compaction merges a run folder's chunks (and bucket files of an earlier compaction of
+-- the same run id) when the run ends (CallRecorder.compact / compact_run), and at the
+-- start of a later run for folders a killed run left (compact_stale). It writes the
+-- bucket files under data/.compaction/llm_calls/staging/ (outside this table's folder,
+-- so no query reads them) and then swaps that folder with the run folder in one atomic
+-- rename: SQL sees either the chunks or the bucket files, never both and never neither,
+-- so a kill at any point loses no flushed row and counts none twice (where the system
+-- cannot swap folders atomically - renameat2 is Linux's - the chunks stay). A kill leaves only
+-- staging or swapped-out chunk folders under data/.compaction/, removed by the next
+-- compaction. Writers flush under a shared lock per run and compaction holds it
+-- exclusively (data/.compaction/llm_calls/locks/), so a chunk is never written into a
+-- folder being swapped.
+-- Cache lookups (load_cached_ok) read only the bucket files of the wanted keys' buckets
+-- plus every chunk not compacted yet; run_spending/run_usage read only the run's folder.
+-- The folders add no column: the view over data/llm_calls/**/*.parquet also reads
+-- _schema.parquet, which sits in no key=value folder, so DuckDB adds no hive column.
 -- Kept in step with pipeline.llm.records.LLMCallRecord.
 CREATE TABLE llm_calls (
     call_key          VARCHAR NOT NULL,  -- sha256(prompt_version, messages, model, params, seed)

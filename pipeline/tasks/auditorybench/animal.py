@@ -14,12 +14,16 @@ Export `auditorybench-csv`: `animal_sound_recognition_{split}.csv` with `animal,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pipeline.tasks.auditorybench import export as csv_export
 from pipeline.tasks.auditorybench.categorize import (
     CATEGORIZE_PROMPT,
+    CLIP_VARIABLE_COLUMNS,
+    RELEASE_COLUMNS,
+    broad_of,
     categorize_clips,
     clip_variables,
 )
@@ -46,6 +50,7 @@ UNKNOWN_ANIMAL = "unknown_animal"
 AMBIGUOUS_SOUND = "ambiguous_sound"  # wiki: the sound belongs to several animals in the table
 ANSWER_CATEGORY_MISMATCH = "answer_category_mismatch"
 MIN_WORDS, MAX_WORDS = 4, 40
+ANIMAL_CLIP_COLUMNS = f"{CLIP_VARIABLE_COLUMNS}, {RELEASE_COLUMNS}"
 
 
 def validate_animal_sentence(sentence: str, span: str, animal: str) -> list[str]:
@@ -68,52 +73,51 @@ class AnimalTask(Task):
     def config(self) -> dict[str, Any]:
         return {"tables": tables_fingerprint()}
 
-    def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
-        drafts = self.clip_items(ctx)
+    def build_items(self, ctx: TaskContext) -> Iterator[ItemDraft]:
+        yield from self.clip_items(ctx)
         if ctx.wants("wiki"):
-            drafts += wiki_items()
-        return drafts
+            yield from wiki_items()
 
-    def clip_items(self, ctx: TaskContext) -> list[ItemDraft]:
+    def clip_items(self, ctx: TaskContext) -> Iterator[ItemDraft]:
+        """One item per `animal/*` clip, LAION streamed in batches (one engine call each)."""
         from pipeline.llm import LLMRequest
 
         categories = categorize_clips(ctx)
-        animal_clips = [
-            clip
-            for clip in ctx.clips("source = 'laion630k'")
-            if (record := categories.get(clip["clip_id"])) is not None and record.broad == "animal"
-        ]
-        requests = [
-            LLMRequest(
-                item_key=f"animal:{clip['clip_id']}",
-                prompt=ANIMAL_PROMPT,
-                variables={
-                    "category": categories[clip["clip_id"]].category,
-                    **clip_variables(clip),
-                },
-                seed=ctx.seed,
-            )
-            for clip in animal_clips
-        ]
-        drafts = []
-        for clip, result in zip(animal_clips, ctx.run_llm(requests), strict=True):
-            category = categories[clip["clip_id"]].category or ""
-            draft = ItemDraft(
-                split=ctx.splits.clip_split(clip["clip_id"]),
-                generation_key="clip",
-                subtask="clip",
-                clip_ids=[clip["clip_id"]],
-                facts={
-                    "category": category,
-                    "audio_filename": csv_export.release_clip_fields(clip)["audio_filename"],
-                },
-                reasons=llm_outcome_reasons(result),
-                **draft_lineage(result),
-            )
-            if not draft.reasons:
-                fill_from_reply(draft, result.parsed or {}, category)
-            drafts.append(draft)
-        return drafts
+        for batch in ctx.clip_batches("source = 'laion630k'", columns=ANIMAL_CLIP_COLUMNS):
+            animal_clips = [
+                clip
+                for clip in batch
+                if broad_of(categories.get(clip["clip_id"]) or "") == "animal"
+            ]
+            requests = [
+                LLMRequest(
+                    item_key=f"animal:{clip['clip_id']}",
+                    prompt=ANIMAL_PROMPT,
+                    variables={
+                        "category": categories[clip["clip_id"]],
+                        **clip_variables(clip),
+                    },
+                    seed=ctx.seed,
+                )
+                for clip in animal_clips
+            ]
+            for clip, result in zip(animal_clips, ctx.run_llm(requests), strict=True):
+                category = categories[clip["clip_id"]]
+                draft = ItemDraft(
+                    split=ctx.splits.clip_split(clip["clip_id"]),
+                    generation_key="clip",
+                    subtask="clip",
+                    clip_ids=[clip["clip_id"]],
+                    facts={
+                        "category": category,
+                        "audio_filename": csv_export.release_clip_fields(clip)["audio_filename"],
+                    },
+                    reasons=llm_outcome_reasons(result),
+                    **draft_lineage(result),
+                )
+                if not draft.reasons:
+                    fill_from_reply(draft, result.parsed or {}, category)
+                yield draft
 
     def export(
         self, fmt: str, rows: list[dict[str, Any]], out_dir: Path, options: ExportOptions

@@ -8,6 +8,7 @@ Calls are cached by the engine, so the second task to run reuses the first one's
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -46,6 +47,10 @@ class CategoryRecord(BaseModel):
     categorized_at: datetime
 
 
+CLIP_VARIABLE_COLUMNS = "clip_id, title, tags, description, captions"  # what prompts see
+RELEASE_COLUMNS = "extra, source_split, split"  # what export.release_clip_fields reads
+
+
 def clip_variables(clip: dict[str, Any]) -> dict[str, Any]:
     """The metadata a prompt sees about a clip (data, never template source)."""
     return {
@@ -62,58 +67,76 @@ def parse_category(text: str) -> str | None:
     return category if _CATEGORY_RE.match(category) else None
 
 
-def categorize_clips(ctx: TaskContext) -> dict[str, CategoryRecord]:
-    """Categorise every LAION clip in a wanted split; returns clip_id → record."""
+def categorize_clips(ctx: TaskContext) -> dict[str, str]:
+    """Categorise every LAION clip in a wanted split, in batches; returns clip_id → category
+    for the clips with a valid category (every clip's row, status included, goes to
+    `clip_categories`). Category strings are shared, so the map costs ~0.15 KB a clip."""
     from pipeline.llm import LLMRequest
 
-    clips = [
-        clip
-        for clip in ctx.clips("source = ?", [SOURCE])
-        if ctx.wants(ctx.splits.clip_split(clip["clip_id"]))
-    ]
-    requests = [
-        LLMRequest(
-            item_key=f"categorize:{clip['clip_id']}",
-            prompt=CATEGORIZE_PROMPT,
-            variables=clip_variables(clip),
-            seed=ctx.seed,
-        )
-        for clip in clips
-    ]
+    prompt_version = ctx.prompt_version(CATEGORIZE_PROMPT)
+    generation = stable_hash(
+        prompt_version, ctx.llm_config.backend, ctx.llm_config.model, ctx.seed, length=12
+    )
+    splits_key = "all" if ctx.wanted_splits is None else "-".join(sorted(ctx.wanted_splits))
     now = utc_now()
-    records: dict[str, CategoryRecord] = {}
-    for clip, result in zip(clips, ctx.run_llm(requests), strict=True):
-        reasons = llm_outcome_reasons(result)
-        category = parse_category(result.parsed.get("category", "")) if not reasons else None
-        if reasons:
-            status = "declined" if reasons == [LLM_DECLINED] else reasons[0]
-        else:
-            status = "ok" if category else "invalid_category"
-        records[clip["clip_id"]] = CategoryRecord(
-            clip_id=clip["clip_id"],
-            category=category,
-            broad=category.split("/")[0] if category else None,
-            status=status,
-            prompt_name=result.prompt_name,
-            prompt_version=result.prompt_version,
-            model=result.model,
-            llm_call_key=result.call_key,
-            run_id=ctx.run_id,
-            categorized_at=now,
-        )
-    if records:
-        prompt_version = ctx.prompt_version(CATEGORIZE_PROMPT)
-        generation = stable_hash(
-            prompt_version, ctx.llm_config.backend, ctx.llm_config.model, ctx.seed, length=12
-        )
-        splits_key = "all" if ctx.wanted_splits is None else "-".join(sorted(ctx.wanted_splits))
-        ctx.warehouse.write_partition(
-            CATEGORIES_TABLE,
-            f"generation={generation}/splits={splits_key}",
-            [r.model_dump() for r in records.values()],
-        )
-    ctx.notes["categories"] = _count(r.broad or r.status for r in records.values())
-    return records
+    categories: dict[str, str] = {}
+    shared: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    partition = f"generation={generation}/splits={splits_key}"
+    with contextlib.ExitStack() as stack:
+        writer = None  # opened on the first row: no clips, no (empty) partition
+        for batch in ctx.clip_batches("source = ?", [SOURCE], columns=CLIP_VARIABLE_COLUMNS):
+            clips = [c for c in batch if ctx.wants(ctx.splits.clip_split(c["clip_id"]))]
+            requests = [
+                LLMRequest(
+                    item_key=f"categorize:{clip['clip_id']}",
+                    prompt=CATEGORIZE_PROMPT,
+                    variables=clip_variables(clip),
+                    seed=ctx.seed,
+                )
+                for clip in clips
+            ]
+            records = [
+                _category_record(ctx, clip["clip_id"], result, now)
+                for clip, result in zip(clips, ctx.run_llm(requests), strict=True)
+            ]
+            if not records:
+                continue
+            if writer is None:
+                writer = stack.enter_context(ctx.warehouse.writer(CATEGORIES_TABLE, partition))
+            writer.write([r.model_dump() for r in records])
+            for record in records:
+                key = record.broad or record.status
+                counts[key] = counts.get(key, 0) + 1
+                if record.category:
+                    categories[record.clip_id] = shared.setdefault(record.category, record.category)
+    ctx.notes["categories"] = dict(sorted(counts.items()))
+    return categories
+
+
+def _category_record(ctx: TaskContext, clip_id: str, result: Any, now: datetime) -> CategoryRecord:
+    reasons = llm_outcome_reasons(result)
+    category = parse_category(result.parsed.get("category", "")) if not reasons else None
+    if reasons:
+        status = "declined" if reasons == [LLM_DECLINED] else reasons[0]
+    else:
+        status = "ok" if category else "invalid_category"
+    return CategoryRecord(
+        clip_id=clip_id,
+        category=category,
+        broad=broad_of(category) if category else None,
+        status=status,
+        prompt_name=result.prompt_name,
+        prompt_version=result.prompt_version,
+        model=result.model,
+        llm_call_key=result.call_key,
+        run_id=ctx.run_id,
+        categorized_at=now,
+    )
+
+
+def broad_of(category: str) -> str:
+    return category.split("/", 1)[0]
 
 
 def _count(values: Any) -> dict[str, int]:

@@ -25,13 +25,17 @@ Export `auditorybench-csv`: `sound_pitch_comparsion_{split}.csv` with `sentence,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pipeline.audio.pitch import PitchConfig, load_pitches, measure_clips
 from pipeline.tasks.auditorybench import export as csv_export
 from pipeline.tasks.auditorybench.categorize import (
     CATEGORIZE_PROMPT,
+    CLIP_VARIABLE_COLUMNS,
+    RELEASE_COLUMNS,
+    broad_of,
     categorize_clips,
     clip_variables,
 )
@@ -49,12 +53,16 @@ from pipeline.tasks.common.base import (
 from pipeline.tasks.common.records import ItemRecord
 from pipeline.tasks.common.splits import seeded_fraction
 
+if TYPE_CHECKING:
+    from pipeline.tasks.common.ledger import ItemLedger
+
 TASK_ID = "auditorybench-pitch"
 PITCH_PROMPT = "auditorybench/pitch"
 PITCH_BROAD = ("music", "object", "environment")
 LABELS = ("higher", "lower")
 WIKI_TEMPLATE = "The sound of {first} is [MASK] than the sound of {second}"
 PAIRINGS = ("published", "ring")
+PAIR_CHUNK = 2_000  # pairs phrased per engine call
 PITCH_GAP_TOO_SMALL = "pitch_gap_too_small"
 LABEL_BALANCE = "label_balance"
 MIN_WORDS, MAX_WORDS = 5, 50
@@ -137,35 +145,40 @@ class PitchTask(Task):
             "tables": tables_fingerprint(),
         }
 
-    def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
-        drafts = self.clip_items(ctx)
+    def build_items(self, ctx: TaskContext) -> Iterator[ItemDraft]:
+        yield from self.clip_items(ctx)
         if ctx.wants("wiki"):
-            drafts += self.wiki_items(ctx.seed)
-        return drafts
+            yield from self.wiki_items(ctx.seed)
 
     # ---- clip pairs ---------------------------------------------------------------
 
-    def clip_items(self, ctx: TaskContext) -> list[ItemDraft]:
+    def clip_items(self, ctx: TaskContext) -> Iterator[ItemDraft]:
+        """Pairs of measured clips per split, phrased by the LLM in chunks of pairs.
+
+        Only each candidate clip's release fields (~0.2 KB) are held; the metadata the
+        prompt shows is read for one chunk of pairs at a time."""
         categories = categorize_clips(ctx)
-        clips = {
-            clip["clip_id"]: clip
-            for clip in ctx.clips("source = 'laion630k'")
-            if (record := categories.get(clip["clip_id"])) is not None
-            and record.broad in PITCH_BROAD
-        }
-        summary = measure_clips(ctx.warehouse, clips, ctx.run_id, self.pitch_config)
-        pitches = load_pitches(ctx.warehouse, clips, self.pitch_config)
+        release: dict[str, tuple[int | None, str]] = {}
+        for batch in ctx.clip_batches(
+            "source = 'laion630k'", columns=f"clip_id, {RELEASE_COLUMNS}"
+        ):
+            for clip in batch:
+                category = categories.get(clip["clip_id"])
+                if category and broad_of(category) in PITCH_BROAD:
+                    fields = csv_export.release_clip_fields(clip)
+                    release[clip["clip_id"]] = (fields["id"], fields["audio_filename"])
+        summary = measure_clips(ctx.warehouse, release, ctx.run_id, self.pitch_config)
+        pitches = load_pitches(ctx.warehouse, release, self.pitch_config)
         ctx.notes["pitch"] = summary.model_dump()
         usable = sorted(c for c, p in pitches.items() if p["status"] == "ok")
-        ctx.notes["pitch_unusable_clips"] = len(clips) - len(usable)
+        ctx.notes["pitch_unusable_clips"] = len(release) - len(usable)
         by_split: dict[str, list[str]] = {}
         groups: dict[tuple[str, str], list[str]] = {}
         for clip_id in usable:
             split = ctx.splits.clip_split(clip_id)
             by_split.setdefault(split, []).append(clip_id)
-            groups.setdefault((split, categories[clip_id].broad or ""), []).append(clip_id)
-        drafts: list[ItemDraft] = []
-        pending: list[tuple[ItemDraft, dict[str, Any]]] = []
+            groups.setdefault((split, broad_of(categories[clip_id])), []).append(clip_id)
+        del categories
         for split, clip_ids in sorted(by_split.items()):
             if self.pairing == "published":
                 pairs = sorted(
@@ -177,34 +190,48 @@ class PitchTask(Task):
             else:
                 pairs = seeded_pairs(clip_ids, self.pairs_per_clip, ctx.seed)
             ordered = self.order_pairs(pairs, pitches, ctx.seed)
-            for first, second in ordered:
-                release_1 = csv_export.release_clip_fields(clips[first])
-                release_2 = csv_export.release_clip_fields(clips[second])
-                p1, p2 = pitches[first]["median_f0_hz"], pitches[second]["median_f0_hz"]
-                draft = ItemDraft(
-                    split=split,
-                    generation_key="pair",
-                    subtask="clip",
-                    clip_ids=[first, second],
-                    answer=label(p1, p2),
-                    facts={
-                        "id_1": release_1["id"],
-                        "id_2": release_2["id"],
-                        "audio_filename_1": release_1["audio_filename"],
-                        "audio_filename_2": release_2["audio_filename"],
-                        "avg_pitch_1": p1,
-                        "avg_pitch_2": p2,
-                        "difference_percentage": difference_percentage(p1, p2),
-                        "voiced_fraction_1": pitches[first]["voiced_fraction"],
-                        "voiced_fraction_2": pitches[second]["voiced_fraction"],
-                        "pitch_params": self.pitch_config.key(),
-                    },
+            for start in range(0, len(ordered), PAIR_CHUNK):
+                yield from self.pair_items(
+                    ctx, split, ordered[start : start + PAIR_CHUNK], release, pitches
                 )
-                drafts.append(draft)
-                if order_independent_gap(p1, p2) < self.min_gap:
-                    draft.reasons.append(PITCH_GAP_TOO_SMALL)
-                else:
-                    pending.append((draft, {"first": clips[first], "second": clips[second]}))
+
+    def pair_items(
+        self,
+        ctx: TaskContext,
+        split: str,
+        pairs: list[tuple[str, str]],
+        release: dict[str, tuple[int | None, str]],
+        pitches: dict[str, dict[str, Any]],
+    ) -> list[ItemDraft]:
+        drafts: list[ItemDraft] = []
+        pending: list[ItemDraft] = []
+        for first, second in pairs:
+            (id_1, filename_1), (id_2, filename_2) = release[first], release[second]
+            p1, p2 = pitches[first]["median_f0_hz"], pitches[second]["median_f0_hz"]
+            draft = ItemDraft(
+                split=split,  # type: ignore[arg-type]
+                generation_key="pair",
+                subtask="clip",
+                clip_ids=[first, second],
+                answer=label(p1, p2),
+                facts={
+                    "id_1": id_1,
+                    "id_2": id_2,
+                    "audio_filename_1": filename_1,
+                    "audio_filename_2": filename_2,
+                    "avg_pitch_1": p1,
+                    "avg_pitch_2": p2,
+                    "difference_percentage": difference_percentage(p1, p2),
+                    "voiced_fraction_1": pitches[first]["voiced_fraction"],
+                    "voiced_fraction_2": pitches[second]["voiced_fraction"],
+                    "pitch_params": self.pitch_config.key(),
+                },
+            )
+            drafts.append(draft)
+            if order_independent_gap(p1, p2) < self.min_gap:
+                draft.reasons.append(PITCH_GAP_TOO_SMALL)
+            else:
+                pending.append(draft)
         self.phrase(ctx, pending)
         return drafts
 
@@ -228,22 +255,29 @@ class PitchTask(Task):
         used = set(usable)
         return ordered + [pair for pair in pairs if pair not in used]
 
-    def phrase(self, ctx: TaskContext, pending: list[tuple[ItemDraft, dict[str, Any]]]) -> None:
+    def phrase(self, ctx: TaskContext, pending: list[ItemDraft]) -> None:
         from pipeline.llm import LLMRequest
 
+        wanted = sorted({clip_id for draft in pending for clip_id in draft.clip_ids})
+        clips = {
+            clip["clip_id"]: clip
+            for clip in ctx.clips(
+                "clip_id IN (SELECT unnest(?::VARCHAR[]))", [wanted], CLIP_VARIABLE_COLUMNS
+            )
+        }
         requests = [
             LLMRequest(
                 item_key=f"pitch:{draft.clip_ids[0]}|{draft.clip_ids[1]}",
                 prompt=PITCH_PROMPT,
                 variables={
-                    "first": clip_variables(pair["first"]),
-                    "second": clip_variables(pair["second"]),
+                    "first": clip_variables(clips[draft.clip_ids[0]]),
+                    "second": clip_variables(clips[draft.clip_ids[1]]),
                 },
                 seed=ctx.seed,
             )
-            for draft, pair in pending
+            for draft in pending
         ]
-        for (draft, _), result in zip(pending, ctx.run_llm(requests), strict=True):
+        for draft, result in zip(pending, ctx.run_llm(requests), strict=True):
             for key, value in draft_lineage(result).items():
                 setattr(draft, key, value)
             draft.reasons += llm_outcome_reasons(result)
@@ -299,24 +333,28 @@ class PitchTask(Task):
 
     # ---- after dedup ------------------------------------------------------------------
 
-    def finalize(self, records: list[ItemRecord]) -> dict[str, int]:
-        """Reject the surplus of the majority label per split until within the tolerance."""
+    def finalize_label(self, record: ItemRecord) -> str | None:
+        return record.answer if record.answer in LABELS else None
+
+    def finalize(self, ledger: ItemLedger) -> dict[str, int]:
+        """Reject the surplus of the majority label per split until within the tolerance
+        (the surplus with the highest item ids goes first)."""
         rejected = 0
-        for split in sorted({r.split for r in records}):
-            valid = [r for r in records if r.split == split and r.validation_status == "valid"]
+        for split in sorted(ledger.splits()):
             groups = {
-                name: sorted((r for r in valid if r.answer == name), key=lambda r: r.item_id)
+                name: list(ledger.in_split(split, ledger.valid & ledger.labelled(name)))
                 for name in LABELS
             }
             major, minor = sorted(LABELS, key=lambda name: -len(groups[name]))
+            surplus: list[int] = []
             while groups[major] and (
                 len(groups[major]) - len(groups[minor])
                 > 2 * self.max_label_imbalance * (len(groups[major]) + len(groups[minor]))
             ):
-                record = groups[major].pop()
-                record.validation_status = "rejected"
-                record.validation_reasons = [*record.validation_reasons, LABEL_BALANCE]
-                rejected += 1
+                surplus.append(groups[major].pop())
+            if surplus:
+                ledger.reject(surplus, LABEL_BALANCE)
+            rejected += len(surplus)
         return {LABEL_BALANCE: rejected}
 
     def export(

@@ -1,17 +1,19 @@
 """The task contract: what one dataset task module provides, and what it is handed.
 
-A task subclasses `Task` and implements `build_items(ctx)`, returning `ItemDraft`s with
+A task subclasses `Task` and implements `build_items(ctx)`, yielding `ItemDraft`s with
 their split already assigned (via `ctx.splits`) and their task-specific validation done
-(reasons in `draft.reasons`). `pipeline.tasks.common.generate.generate_task` does the rest
-the same way for every task: item ids, generation version, dedup, the task's
-`finalize` hook (e.g. label balancing), and the atomic `item_records` partitions.
+(reasons in `draft.reasons`). A task over a large corpus yields as it goes (clips in
+chunks, one engine call per chunk), so memory does not grow with the corpus.
+`pipeline.tasks.common.generate.generate_task` does the rest the same way for every task:
+item ids, generation version, dedup, the task's `finalize` hook (e.g. label balancing,
+decided on the `ItemLedger`), and the atomic `item_records` partitions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,8 +27,10 @@ from pipeline.tasks.common.splits import SplitAssigner, SplitPolicy
 if TYPE_CHECKING:  # the engine is imported lazily: pipeline.llm imports pipeline.tasks
     from pipeline.llm import GenerationEngine, LLMConfig, LLMRequest, LLMResult, PromptLibrary
     from pipeline.storage import Warehouse
+    from pipeline.tasks.common.ledger import ItemLedger
 
 MODEL_TEMPLATE = "template"  # model of items rendered from knowledge tables, no LLM call
+CLIP_BATCH_ROWS = 5_000  # clips per batch when a task streams a large corpus
 
 
 class ItemDraft(BaseModel):
@@ -125,13 +129,38 @@ class TaskContext:
             return []
         return self.engine.run(list(requests))
 
+    def close(self) -> None:
+        """End of the generation: the engine compacts what this run recorded."""
+        if self._engine is not None:
+            self._engine.close()
+
+    def clip_batches(
+        self,
+        where: str = "TRUE",
+        params: list[Any] | None = None,
+        columns: str = "*",
+        batch_rows: int = CLIP_BATCH_ROWS,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Like `clips`, in batches of `batch_rows` rows streamed from one query, for
+        corpora too large to hold (LAION-Audio-630K)."""
+        with self.warehouse.connect() as con:
+            reader = con.sql(
+                f"SELECT {columns} FROM clips WHERE {where} ORDER BY clip_id",
+                params=params or None,
+            ).to_arrow_reader(batch_rows)
+            for batch in reader:
+                yield batch.to_pylist()
+
     def prompt_version(self, name: str) -> str:
         return self.prompts.get(name).version
 
-    def clips(self, where: str = "TRUE", params: list[Any] | None = None) -> list[dict[str, Any]]:
-        """Clip rows (the `clips` view) matching a WHERE clause with bound parameters."""
+    def clips(
+        self, where: str = "TRUE", params: list[Any] | None = None, columns: str = "*"
+    ) -> list[dict[str, Any]]:
+        """Clip rows (the `clips` view) matching a WHERE clause with bound parameters; a
+        task over a large corpus names the `columns` it reads (a whole row is ~4 KB)."""
         return self.warehouse.rows(
-            f"SELECT * FROM clips WHERE {where} ORDER BY clip_id", params or []
+            f"SELECT {columns} FROM clips WHERE {where} ORDER BY clip_id", params or []
         )
 
 
@@ -156,16 +185,27 @@ class Task:
         """Task settings that change the items (e.g. min pitch gap): part of the version."""
         return {}
 
-    def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
+    def build_items(self, ctx: TaskContext) -> Iterable[ItemDraft]:
         raise NotImplementedError
 
     def dedup_text(self, record: ItemRecord) -> str | None:
         """The text compared for duplicates (default: the input sentence/question)."""
         return record.input
 
-    def finalize(self, records: list[ItemRecord]) -> dict[str, int]:
-        """Hook after dedup (e.g. label balancing by rejecting a surplus); returns counts."""
+    def finalize_label(self, record: ItemRecord) -> str | None:
+        """The short label `finalize` reads in the ledger's `label` column (a category such
+        as 'mcq' or an answer class; None: not needed)."""
+        return None
+
+    def finalize(self, ledger: ItemLedger) -> dict[str, int]:
+        """Hook after dedup, over every item of the generation at once: reject items
+        (`ledger.reject`, e.g. a label surplus) or rank them (`ledger.rank`, applied to each
+        row by `apply_rank`, e.g. the MCQ letter); returns counts."""
         return {}
+
+    def apply_rank(self, row: dict[str, Any], rank: int) -> None:
+        """Rewrite one valid `item_records` row given the rank `finalize` gave it."""
+        raise NotImplementedError(f"{self.task_id} sets no ranks")
 
     def export(
         self, fmt: str, rows: list[dict[str, Any]], out_dir: Path, options: ExportOptions

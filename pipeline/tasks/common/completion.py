@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -30,11 +31,12 @@ from pydantic import BaseModel, ConfigDict
 from pipeline.errors import LLMEndpointError
 from pipeline.storage.warehouse import utc_now
 from pipeline.tasks.common import validators as v
+from pipeline.tasks.common.ledger import text_hash
 
 if TYPE_CHECKING:
     from pipeline.storage import Warehouse
-    from pipeline.tasks.common.base import ItemDraft
-    from pipeline.tasks.common.records import GenerateSummary
+    from pipeline.tasks.common.ledger import ItemLedger
+    from pipeline.tasks.common.records import GenerateSummary, ItemRecord
 
 GENERATIONS_TABLE = "generations"
 DEFAULT_MAX_FAILED_SHARE = 0.2
@@ -68,9 +70,37 @@ def manifest_partition(task_id: str, manifest_id: str) -> str:
     return f"task={task_id}/manifest={manifest_id}"
 
 
+class CallFailures:
+    """The endpoint failures behind a generation's records, gathered as they stream by:
+    the distinct failed calls (64-bit key hashes), a sample of their keys for the cause,
+    and the failure reasons."""
+
+    SAMPLE_KEYS = 1_000
+
+    def __init__(self) -> None:
+        self.failed_calls: set[int] = set()
+        self.sample_keys: list[str] = []
+        self.reasons: Counter[str] = Counter()
+
+    def add(self, records: Iterable[ItemRecord]) -> None:
+        for record in records:
+            if record.llm_call_key is None:
+                continue
+            failed = ENDPOINT_FAILURE_REASONS.intersection(record.validation_reasons)
+            if not failed:
+                continue
+            key_hash = text_hash(record.llm_call_key)
+            if key_hash not in self.failed_calls:
+                self.failed_calls.add(key_hash)
+                if len(self.sample_keys) < self.SAMPLE_KEYS:
+                    self.sample_keys.append(record.llm_call_key)
+            self.reasons.update(failed)
+
+
 def check_failed_share(
     warehouse: Warehouse,
-    drafts: list[ItemDraft],
+    ledger: ItemLedger,
+    failures: CallFailures,
     endpoint: str,
     run_id: str,
     max_failed_share: float,
@@ -78,24 +108,19 @@ def check_failed_share(
     """Raise LLMEndpointError when more than `max_failed_share` of the LLM calls behind the
     items got no answer from the endpoint (so nothing of this run is written). Calls, not
     items, are counted: one call may serve several items."""
-    llm_items = [d for d in drafts if d.llm_call_key is not None]
-    failed = [d for d in llm_items if ENDPOINT_FAILURE_REASONS.intersection(d.reasons)]
-    calls = {d.llm_call_key for d in llm_items}
-    failed_calls = {d.llm_call_key for d in failed}
-    if not calls or len(failed_calls) <= max_failed_share * len(calls):
+    calls = ledger.distinct_calls()
+    failed = len(failures.failed_calls)
+    if not calls or failed <= max_failed_share * calls:
         return
     raise LLMEndpointError(
-        endpoint,
-        _main_cause(warehouse, run_id, failed),
-        failed=len(failed_calls),
-        total=len(calls),
+        endpoint, _main_cause(warehouse, run_id, failures), failed=failed, total=calls
     )
 
 
-def _main_cause(warehouse: Warehouse, run_id: str, failed: list[ItemDraft]) -> str:
+def _main_cause(warehouse: Warehouse, run_id: str, failures: CallFailures) -> str:
     """The most frequent error text of this run's failed calls (already redacted by the
-    engine), else the most frequent reason code."""
-    keys = sorted({d.llm_call_key for d in failed if d.llm_call_key})
+    engine; from a sample of them), else the most frequent reason code."""
+    keys = sorted(failures.sample_keys)
     rows: list[dict] = []
     if keys and warehouse.partitions("llm_calls"):
         rows = warehouse.rows(
@@ -106,8 +131,7 @@ def _main_cause(warehouse: Warehouse, run_id: str, failed: list[ItemDraft]) -> s
         )
     if rows:
         return (rows[0]["error"].strip().splitlines() or ["failed"])[0][:200]
-    reasons = Counter(r for d in failed for r in d.reasons if r in ENDPOINT_FAILURE_REASONS)
-    return reasons.most_common(1)[0][0]
+    return failures.reasons.most_common(1)[0][0]
 
 
 def write_manifest(

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
-from pipeline.tasks.common.records import SPLIT_ORDER, ItemRecord
-from pipeline.tasks.common.validators import DUPLICATE_EXACT, DUPLICATE_NORMALIZED
+from pipeline.tasks.common.records import ItemRecord
 
 _NOT_ALNUM_RE = re.compile(r"[^a-z0-9]+")
 
@@ -24,38 +23,22 @@ def normalize_text(text: str) -> str:
     return _NOT_ALNUM_RE.sub("", "".join(ch for ch in decomposed if not unicodedata.combining(ch)))
 
 
-def precedence(record: ItemRecord) -> tuple[int, str]:
-    return (SPLIT_ORDER.index(record.split), record.item_id)
-
-
 def mark_duplicates(
-    records: Iterable[ItemRecord], key: Callable[[ItemRecord], str | None]
+    records: Sequence[ItemRecord], key: Callable[[ItemRecord], str | None]
 ) -> dict[str, int]:
     """Reject later copies among the valid records (in place); returns counts by reason.
 
     `key(record)` is the text compared (None: never a duplicate). Rejected records are
-    not compared, so a rejected first copy does not knock out a valid later one.
+    not compared, so a rejected first copy does not knock out a valid later one. The rule
+    itself is `ItemLedger.mark_duplicates`, which generation applies to staged items.
     """
-    seen_exact: set[str] = set()
-    seen_normalized: set[str] = set()
-    counts = {DUPLICATE_EXACT: 0, DUPLICATE_NORMALIZED: 0}
-    for record in sorted(records, key=precedence):
-        if record.validation_status != "valid":
-            continue
-        text = key(record)
-        if text is None:
-            continue
-        normalized = normalize_text(text)
-        reason = None
-        if text in seen_exact:
-            reason = DUPLICATE_EXACT
-        elif normalized and normalized in seen_normalized:
-            reason = DUPLICATE_NORMALIZED
-        if reason:
-            record.validation_status = "rejected"
-            record.validation_reasons = [*record.validation_reasons, reason]
-            counts[reason] += 1
-            continue
-        seen_exact.add(text)
-        seen_normalized.add(normalized)
+    from pipeline.tasks.common.ledger import ItemLedger
+
+    ledger = ItemLedger.of(records, key, lambda record: None, normalize_text)
+    counts = ledger.mark_duplicates()
+    ledger.apply_to_records(records, _no_ranks)
     return counts
+
+
+def _no_ranks(row: dict[str, object], rank: int) -> None:
+    raise AssertionError("duplicate marking sets no ranks")

@@ -3,34 +3,31 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ForgeError
 from pipeline.llm.offline import get_rule
+from pipeline.llm.recording import compact_stale
 from pipeline.storage.warehouse import utc_now
 from pipeline.tasks.common.base import ItemDraft, Task, TaskContext, item_id, stable_hash
 from pipeline.tasks.common.completion import (
-    CALL_FAILURE_REASONS,
     DEFAULT_MAX_FAILED_SHARE,
+    CallFailures,
     check_failed_share,
     mark_started,
     write_manifest,
 )
-from pipeline.tasks.common.dedup import mark_duplicates
 from pipeline.tasks.common.records import GenerateSummary, ItemRecord
 from pipeline.tasks.common.splits import SplitAssigner, reject_cross_split_items
+from pipeline.tasks.common.staging import ITEMS_TABLE, StagedItems
 
 if TYPE_CHECKING:
     from pipeline.llm import LLMConfig
     from pipeline.storage import Warehouse
 
-ITEMS_TABLE = "item_records"
-
-
-def items_partition(task: str, split: str, generation_version: str) -> str:
-    return f"task={task}/split={split}/version={generation_version}"
+STAGE_CHUNK = 5_000  # drafts turned into records and staged at a time
 
 
 def get_task(task_id: str) -> Task:
@@ -86,6 +83,11 @@ def generate_task(
     than `max_failed_share` of the LLM calls behind the items without an answer from the
     endpoint raises LLMEndpointError before anything is written; the previous version
     stays current.
+
+    Memory stays bounded whatever the corpus size: drafts arrive from the task in chunks
+    and are staged to a Parquet file outside the tables as they come; only the ledger's
+    few columns per item are kept for the whole-task decisions (duplicates, the task's
+    `finalize`), which are applied while the staged rows are copied into the partitions.
     """
     from pipeline.llm import PromptLibrary
 
@@ -103,23 +105,57 @@ def generate_task(
         splits=SplitAssigner.from_warehouse(warehouse, policy),
         wanted_splits=frozenset(splits) if splits else None,
     )
-    drafts = [d for d in task.build_items(ctx) if ctx.wants(d.split)]
-    if leaked := reject_cross_split_items(ctx.splits, drafts):
-        ctx.notes["cross_corpus_leak"] = leaked
-    check_failed_share(warehouse, drafts, llm_config.endpoint, run_id, max_failed_share)
-    records = to_records(task.task_id, drafts, version, run_id)
-    duplicate_counts = mark_duplicates(records, task.dedup_text)
-    finalize_counts = task.finalize(records)
     summary = GenerateSummary(task=task.task_id, run_id=run_id, generation_version=version)
-    summary.notes = {**ctx.notes, "duplicates": duplicate_counts, **finalize_counts}
-    if records:
-        mark_started(warehouse, task.task_id, version, run_id)
-    write_records(warehouse, task.task_id, version, records, summary)
+    compact_stale(warehouse)  # chunks of killed runs: merged before this run's lookups
+    with StagedItems(warehouse, task) as staged:
+        try:
+            leaked, failures = _stage(task, ctx, version, staged)
+        finally:
+            ctx.close()
+        staged.finish()
+        ledger = staged.ledger
+        if leaked:
+            ctx.notes["cross_corpus_leak"] = leaked
+        check_failed_share(
+            warehouse, ledger, failures, llm_config.endpoint, run_id, max_failed_share
+        )
+        staged.refuse_repeated_item_ids()
+        duplicate_counts = ledger.mark_duplicates()
+        finalize_counts = task.finalize(ledger)
+        summary.notes = {**ctx.notes, "duplicates": duplicate_counts, **finalize_counts}
+        if len(ledger):
+            mark_started(warehouse, task.task_id, version, run_id)
+        staged.write_partitions(version, summary)
     if splits is None:
         remove_stale_partitions(warehouse, task.task_id, version, summary.partitions)
-    if records:  # a run with no items leaves the current version as it is
+    if summary.items:  # a run with no items leaves the current version as it is
         summary.completion = write_manifest(warehouse, summary, splits)
     return summary
+
+
+def _stage(
+    task: Task, ctx: TaskContext, version: str, staged: StagedItems
+) -> tuple[int, CallFailures]:
+    """Build the task's drafts chunk by chunk into records, staged with their ledger rows."""
+    leaked = 0
+    failures = CallFailures()
+    for chunk in _chunks(d for d in task.build_items(ctx) if ctx.wants(d.split)):
+        leaked += reject_cross_split_items(ctx.splits, chunk)
+        records = to_records(task.task_id, chunk, version, ctx.run_id)
+        failures.add(records)
+        staged.add(records)
+    return leaked, failures
+
+
+def _chunks(drafts: Iterable[ItemDraft], size: int = STAGE_CHUNK) -> Iterator[list[ItemDraft]]:
+    chunk: list[ItemDraft] = []
+    for draft in drafts:
+        chunk.append(draft)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def remove_stale_partitions(
@@ -145,70 +181,31 @@ def remove_stale_partitions(
 def to_records(
     task_id: str, drafts: list[ItemDraft], version: str, run_id: str
 ) -> list[ItemRecord]:
+    """Records of drafts (ids unique across a run are checked by `StagedItems`)."""
     now = utc_now()
-    records: list[ItemRecord] = []
-    seen: dict[str, ItemDraft] = {}
-    for draft in drafts:
-        identifier = item_id(task_id, draft.clip_ids, draft.prompt_version, draft.generation_key)
-        if identifier in seen:  # a task bug, not bad data: two drafts would overwrite each other
-            raise ForgeError(
-                f"task {task_id}: two items share generation_key {draft.generation_key!r} "
-                f"for clips {draft.clip_ids}"
-            )
-        seen[identifier] = draft
-        records.append(
-            ItemRecord(
-                item_id=identifier,
-                task=task_id,
-                subtask=draft.subtask,
-                split=draft.split,
-                clip_ids=draft.clip_ids,
-                input=draft.input,
-                answer=draft.answer,
-                options=draft.options,
-                spans=draft.spans,
-                focus=draft.focus,
-                facts=json.dumps(draft.facts, sort_keys=True) if draft.facts else None,
-                generation_key=draft.generation_key,
-                generation_version=version,
-                prompt_name=draft.prompt_name,
-                prompt_version=draft.prompt_version,
-                model=draft.model,
-                llm_call_key=draft.llm_call_key,
-                validation_status="rejected" if draft.reasons else "valid",
-                validation_reasons=list(dict.fromkeys(draft.reasons)),
-                run_id=run_id,
-                created_at=now,
-            )
+    return [
+        ItemRecord(
+            item_id=item_id(task_id, draft.clip_ids, draft.prompt_version, draft.generation_key),
+            task=task_id,
+            subtask=draft.subtask,
+            split=draft.split,
+            clip_ids=draft.clip_ids,
+            input=draft.input,
+            answer=draft.answer,
+            options=draft.options,
+            spans=draft.spans,
+            focus=draft.focus,
+            facts=json.dumps(draft.facts, sort_keys=True) if draft.facts else None,
+            generation_key=draft.generation_key,
+            generation_version=version,
+            prompt_name=draft.prompt_name,
+            prompt_version=draft.prompt_version,
+            model=draft.model,
+            llm_call_key=draft.llm_call_key,
+            validation_status="rejected" if draft.reasons else "valid",
+            validation_reasons=list(dict.fromkeys(draft.reasons)),
+            run_id=run_id,
+            created_at=now,
         )
-    return records
-
-
-def write_records(
-    warehouse: Warehouse,
-    task_id: str,
-    version: str,
-    records: list[ItemRecord],
-    summary: GenerateSummary,
-) -> None:
-    by_split: dict[str, list[ItemRecord]] = {}
-    for record in sorted(records, key=lambda r: r.item_id):
-        by_split.setdefault(record.split, []).append(record)
-    reasons: Counter[str] = Counter()
-    for split, split_records in sorted(by_split.items()):
-        partition = items_partition(task_id, split, version)
-        warehouse.write_partition(ITEMS_TABLE, partition, [r.model_dump() for r in split_records])
-        summary.partitions.append(partition)
-        valid = sum(r.validation_status == "valid" for r in split_records)
-        summary.valid_by_split[split] = valid
-        summary.rejected_by_split[split] = len(split_records) - valid
-        for record in split_records:
-            reasons.update(record.validation_reasons)
-        summary.failed_calls_by_split[split] = sum(
-            1 for r in split_records if CALL_FAILURE_REASONS.intersection(r.validation_reasons)
-        )
-    summary.items = len(records)
-    summary.valid = sum(summary.valid_by_split.values())
-    summary.rejected = summary.items - summary.valid
-    summary.rejected_by_reason = dict(sorted(reasons.items()))
-    summary.failed_calls = sum(summary.failed_calls_by_split.values())
+        for draft in drafts
+    ]

@@ -84,21 +84,54 @@ class PoolIndex:
     Built once per run (linear in the number of clips); per clip, pools are the corpus
     phrases of a kind minus the clip's own, so the cost per clip does not grow with the
     corpus (semantic summaries are drawn from a bounded, seeded window of other clips).
+
+    Memory: per clip only its events (as a bit mask over the corpus's events) and its
+    semantic summary are kept, about 0.3 KB; a clip's full profile is recomputed when its
+    own items are built (a small cache serves the few requests of one clip).
     """
 
     SUMMARY_WINDOW = 64
+    RECENT_PROFILES = 4_096
 
     def __init__(self, clips: list[dict[str, Any]], seed: int) -> None:
         self.seed = seed
-        self.profiles = {clip["clip_id"]: clip_profile(clip) for clip in clips}
-        self.order = sorted(self.profiles, key=lambda cid: stable_hash(cid, seed, "pool"))
+        event_bits: dict[str, int] = {}
+        sources: set[str] = set()
+        scenes: set[str] = set()
+        temporal: set[str] = set()
+        main_moods: set[str] = set()
+        self.masks: dict[str, int] = {}
+        self.summaries: dict[str, str] = {}
+        for clip in clips:
+            profile = clip_profile(clip)
+            mask = 0
+            for event in profile.events:
+                mask |= 1 << event_bits.setdefault(event, len(event_bits))
+            self.masks[profile.clip_id] = mask
+            self.summaries[profile.clip_id] = profile.summary
+            sources |= profile.sources
+            scenes |= profile.scenes
+            if profile.temporal:
+                temporal.add(profile.temporal)
+            if profile.main_mood:
+                main_moods.add(profile.main_mood)
+        self.event_bits = event_bits
+        self.events = frozenset(event_bits)
+        self.sources = frozenset(sources)
+        self.scenes = frozenset(scenes)
+        self.temporal = frozenset(temporal)
+        self.main_moods = frozenset(main_moods)
+        self.order = sorted(self.masks, key=lambda cid: stable_hash(cid, seed, "pool"))
         self.position = {cid: index for index, cid in enumerate(self.order)}
-        profiles = list(self.profiles.values())
-        self.events = frozenset().union(*(p.events for p in profiles))
-        self.sources = frozenset().union(*(p.sources for p in profiles))
-        self.scenes = frozenset().union(*(p.scenes for p in profiles))
-        self.temporal = frozenset(p.temporal for p in profiles if p.temporal)
-        self.main_moods = frozenset(p.main_mood for p in profiles if p.main_mood)
+        self._recent: dict[str, ClipProfile] = {}
+
+    def profile(self, clip: dict[str, Any]) -> ClipProfile:
+        cached = self._recent.get(clip["clip_id"])
+        if cached is None:
+            if len(self._recent) >= self.RECENT_PROFILES:
+                self._recent.clear()
+            cached = self._recent[clip["clip_id"]] = clip_profile(clip)
+        return cached
 
     def _ranked(self, clip_id: str, phrases: set[str] | frozenset[str]) -> list[str]:
         ranked = sorted(phrases, key=lambda phrase: stable_hash(clip_id, phrase, self.seed))
@@ -109,7 +142,7 @@ class PoolIndex:
 
         The offline rule takes its distractors from here; a real LLM is asked to prefer them.
         """
-        own = self.profiles.get(clip["clip_id"]) or clip_profile(clip)
+        own = self.profile(clip)
         if focus == "events":
             return self._ranked(own.clip_id, self.events - own.events)
         if focus == "sources":
@@ -137,18 +170,29 @@ class PoolIndex:
     def _summaries(self, own: ClipProfile) -> list[str]:
         """Summaries of clips sharing no event with this one, from a seeded window."""
         start = self.position.get(own.clip_id, 0)
+        own_mask = self.masks.get(own.clip_id)
+        if own_mask is None:  # a clip outside the pool: its events by name
+            own_mask = self._mask_of(own.events)
         found: list[str] = []
         for step in range(1, min(len(self.order), self.SUMMARY_WINDOW + 1)):
-            other = self.profiles[self.order[(start + step) % len(self.order)]]
-            if other.clip_id == own.clip_id or own.events & other.events:
+            other = self.order[(start + step) % len(self.order)]
+            if other == own.clip_id or own_mask & self.masks[other]:
                 continue
-            if other.summary not in found:
-                found.append(other.summary)
+            summary = self.summaries[other]
+            if summary not in found:
+                found.append(summary)
             if len(found) == POOL_SIZE:
                 break
         return found
 
     def other_events(self, clip: dict[str, Any]) -> list[str]:
         """Events named by other clips' captions and not by this clip's (neutral candidates)."""
-        own = self.profiles.get(clip["clip_id"]) or clip_profile(clip)
+        own = self.profile(clip)
         return self._ranked(own.clip_id, self.events - own.events)
+
+    def _mask_of(self, events: frozenset[str]) -> int:
+        mask = 0
+        for event in events:
+            if event in self.event_bits:
+                mask |= 1 << self.event_bits[event]
+        return mask

@@ -26,8 +26,11 @@ export reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from pipeline.tasks.common import validators as v
 from pipeline.tasks.common.base import (
@@ -65,6 +68,7 @@ from pipeline.tasks.reasonaqa.selection import (
 
 if TYPE_CHECKING:
     from pipeline.llm import LLMRequest
+    from pipeline.tasks.common.ledger import ItemLedger
 
 TASK_ID = "reasonaqa"
 PROMPT_MCQ = "reasonaqa/mcq"
@@ -72,6 +76,8 @@ PROMPT_DETAIL = "reasonaqa/detail"
 PROMPT_DIFFERENCE = "reasonaqa/difference"
 PROMPT_ENTAILMENT = "reasonaqa/entailment"
 CAPTION_SOURCES = ("audiocaps", "clotho")
+CLIP_CHUNK = 2_000  # clips (or pairs) whose LLM requests go to the engine at a time
+CLIP_COLUMNS = "clip_id, source, source_split, audio_path, captions"  # what items read
 
 # Reason codes of the existing-data families (rejects).
 MAJORITY_TIE = "majority_tie"  # rejects: the annotators' answers have no majority
@@ -127,50 +133,76 @@ class ReasonAQATask(Task):
 
     # ---- generation -------------------------------------------------------------
 
-    def build_items(self, ctx: TaskContext) -> list[ItemDraft]:
+    def build_items(self, ctx: TaskContext) -> Iterator[ItemDraft]:
         rejects = RejectLog(TASK_ID)
         # Distractor and neutral candidates come from every caption clip, whatever split:
         # they are text only, never audio, so they cannot leak a clip into another split.
-        all_caption_clips = ctx.clips("source IN ('audiocaps', 'clotho') AND len(captions) > 0")
+        all_caption_clips = ctx.clips(
+            "source IN ('audiocaps', 'clotho') AND len(captions) > 0", columns=CLIP_COLUMNS
+        )
         clips = [c for c in all_caption_clips if ctx.wants(ctx.splits.clip_split(c["clip_id"]))]
-        drafts: list[ItemDraft] = []
-        drafts += self._single_clip_items(ctx, clips, all_caption_clips)
-        drafts += self._difference_items(ctx, clips)
-        drafts += caption_items(ctx, clips)
+        yield from self._single_clip_items(ctx, clips, all_caption_clips)
+        yield from self._difference_items(ctx, clips)
+        yield from caption_items(ctx, clips)
         aqa = [
             clip
-            for clip in ctx.clips("source = 'clotho-aqa'")
+            for clip in ctx.clips(
+                "source = 'clotho-aqa'",
+                columns=CLIP_COLUMNS + ", qa, split, source_file, source_row",
+            )
             if ctx.wants(ctx.splits.clip_split(clip["clip_id"]))
         ]
         clotho_splits = {
             PurePosixPath(clip["audio_path"]).name: ctx.splits.clip_split(clip["clip_id"])
-            for clip in ctx.clips("source = 'clotho'")
+            for clip in ctx.clips("source = 'clotho'", columns="clip_id, audio_path")
         }
-        drafts += binary_items(ctx, aqa, rejects, clotho_splits)
+        yield from binary_items(ctx, aqa, rejects, clotho_splits)
         rejects.write(ctx.warehouse, ctx.run_id)
         ctx.notes["rejects"] = rejects.counts()
-        return drafts
 
     def _single_clip_items(
         self, ctx: TaskContext, clips: list[dict[str, Any]], pool_clips: list[dict[str, Any]]
-    ) -> list[ItemDraft]:
-        by_split = clips_by_split(ctx, clips)
-        focus_of: dict[tuple[str, str], str] = {}
-        for split_clips in by_split.values():
+    ) -> Iterator[ItemDraft]:
+        # Focus rotates over each split's clips in a seeded order, mcq and detail offset.
+        focus_rank: dict[str, int] = {}
+        for split_clips in clips_by_split(ctx, clips).values():
             ordered = sorted(split_clips, key=lambda c: stable_hash(c["clip_id"], ctx.seed))
-            for rank, clip in enumerate(ordered):
-                focus_of[(clip["clip_id"], "mcq")] = rules.FOCUSES[rank % len(rules.FOCUSES)]
-                focus_of[(clip["clip_id"], "detail")] = rules.FOCUSES[
-                    (rank + len(rules.FOCUSES) // 2) % len(rules.FOCUSES)
-                ]
+            focus_rank.update((clip["clip_id"], rank) for rank, clip in enumerate(ordered))
+        focuses = rules.FOCUSES
+        pool = PoolIndex(pool_clips, ctx.seed)
+        for start in range(0, len(clips), CLIP_CHUNK):
+            chunk = clips[start : start + CLIP_CHUNK]
+            focus_of = {
+                clip["clip_id"]: (
+                    focuses[focus_rank[clip["clip_id"]] % len(focuses)],
+                    focuses[(focus_rank[clip["clip_id"]] + len(focuses) // 2) % len(focuses)],
+                )
+                for clip in chunk
+            }
+            results = iter(ctx.run_llm(self._single_clip_requests(ctx, chunk, focus_of, pool)))
+            for clip in chunk:
+                split = ctx.splits.clip_split(clip["clip_id"])
+                mcq_focus, detail_focus = focus_of[clip["clip_id"]]
+                mcq, detail = next(results), next(results)
+                yield mcq_draft(clip, split, mcq_focus, mcq)
+                yield detail_draft(clip, split, detail_focus, detail)
+                if self.wants_entailment(clip, split):
+                    yield from entailment_drafts(clip, split, next(results))
+
+    def _single_clip_requests(
+        self,
+        ctx: TaskContext,
+        clips: list[dict[str, Any]],
+        focus_of: dict[str, tuple[str, str]],
+        pool: PoolIndex,
+    ) -> list[LLMRequest]:
+        """Per clip: the mcq and detail requests, and the entailment one where wanted."""
         from pipeline.llm import LLMRequest
 
-        pool = PoolIndex(pool_clips, ctx.seed)
         requests: list[LLMRequest] = []
         for clip in clips:
             captions = list(clip["captions"])
-            mcq_focus = focus_of[(clip["clip_id"], "mcq")]
-            detail_focus = focus_of[(clip["clip_id"], "detail")]
+            mcq_focus, detail_focus = focus_of[clip["clip_id"]]
             requests.append(
                 LLMRequest(
                     item_key=f"{clip['clip_id']}|mcq",
@@ -208,63 +240,59 @@ class ReasonAQATask(Task):
                         seed=ctx.seed,
                     )
                 )
-        results = iter(ctx.run_llm(requests))
-        drafts: list[ItemDraft] = []
-        for clip in clips:
-            split = ctx.splits.clip_split(clip["clip_id"])
-            mcq, detail = next(results), next(results)
-            drafts.append(mcq_draft(clip, split, focus_of[(clip["clip_id"], "mcq")], mcq))
-            drafts.append(detail_draft(clip, split, focus_of[(clip["clip_id"], "detail")], detail))
-            if self.wants_entailment(clip, split):
-                drafts += entailment_drafts(clip, split, next(results))
-        return drafts
+        return requests
 
-    def _difference_items(self, ctx: TaskContext, clips: list[dict[str, Any]]) -> list[ItemDraft]:
+    def _difference_items(
+        self, ctx: TaskContext, clips: list[dict[str, Any]]
+    ) -> Iterator[ItemDraft]:
         from pipeline.llm import LLMRequest
 
         pairs = difference_pairs(ctx, clips)
-        requests = [
-            LLMRequest(
-                item_key=f"{first['clip_id']}|{second['clip_id']}|difference",
-                prompt=PROMPT_DIFFERENCE,
-                variables={
-                    "captions1": list(first["captions"]),
-                    "captions2": list(second["captions"]),
-                },
-                seed=ctx.seed,
-            )
-            for first, second in pairs
-        ]
-        results = ctx.run_llm(requests)
-        drafts: list[ItemDraft] = []
-        for (first, second), result in zip(pairs, results, strict=True):
-            split = ctx.splits.pair_split(first["clip_id"], second["clip_id"])
-            assert split is not None  # difference_pairs only forms same-split pairs
-            drafts += difference_drafts(first, second, split, result)
-        return drafts
+        for start in range(0, len(pairs), CLIP_CHUNK):
+            chunk = pairs[start : start + CLIP_CHUNK]
+            requests = [
+                LLMRequest(
+                    item_key=f"{first['clip_id']}|{second['clip_id']}|difference",
+                    prompt=PROMPT_DIFFERENCE,
+                    variables={
+                        "captions1": list(first["captions"]),
+                        "captions2": list(second["captions"]),
+                    },
+                    seed=ctx.seed,
+                )
+                for first, second in chunk
+            ]
+            for (first, second), result in zip(chunk, ctx.run_llm(requests), strict=True):
+                split = ctx.splits.pair_split(first["clip_id"], second["clip_id"])
+                assert split is not None  # difference_pairs only forms same-split pairs
+                yield from difference_drafts(first, second, split, result)
 
     # ---- after dedup: balance the correct letter ------------------------------------
 
-    def finalize(self, records: list[ItemRecord]) -> dict[str, int]:
-        """Lay out every valid MCQ so the correct letter rotates a, b, c, d per split."""
-        by_split: dict[str, list[ItemRecord]] = {}
-        for record in records:
-            if record.subtask == "mcq" and record.validation_status == "valid":
-                by_split.setdefault(record.split, []).append(record)
+    def finalize_label(self, record: ItemRecord) -> str | None:
+        return "mcq" if record.subtask == "mcq" else None
+
+    def finalize(self, ledger: ItemLedger) -> dict[str, int]:
+        """Rank every valid MCQ of a split by item_id; `apply_rank` lays it out with the
+        correct option at letter rank mod 4, so the letters rotate a, b, c, d per split."""
         counts: dict[str, int] = {}
-        for split, split_records in by_split.items():
-            for rank, record in enumerate(sorted(split_records, key=lambda r: r.item_id)):
-                facts = record.facts_dict()
-                question, options, answer = lay_out_mcq(
-                    facts["question"], facts["correct"], facts["distractors"], rank % len(LETTERS)
-                )
-                facts["letter"] = answer[0]
-                record.input, record.options, record.answer = question, options, answer
-                record.facts = _dump(facts)
-                counts[f"mcq_letter_{answer[0]}_{split}"] = (
-                    counts.get(f"mcq_letter_{answer[0]}_{split}", 0) + 1
-                )
+        mcq = ledger.valid & ledger.labelled("mcq")
+        for split in ledger.splits():
+            ranked = ledger.in_split(split, mcq)
+            ledger.rank[ranked] = np.arange(len(ranked))
+            for rank in range(min(len(LETTERS), len(ranked))):
+                letters = len(range(rank, len(ranked), len(LETTERS)))
+                counts[f"mcq_letter_{LETTERS[rank]}_{split}"] = letters
         return {"mcq_letters": counts} if counts else {}
+
+    def apply_rank(self, row: dict[str, Any], rank: int) -> None:
+        facts = json.loads(row["facts"])
+        question, options, answer = lay_out_mcq(
+            facts["question"], facts["correct"], facts["distractors"], rank % len(LETTERS)
+        )
+        facts["letter"] = answer[0]
+        row["input"], row["options"], row["answer"] = question, options, answer
+        row["facts"] = _dump(facts)
 
     # ---- export -----------------------------------------------------------------
 
@@ -310,28 +338,24 @@ def rules_lexicon_version() -> str:
     return stable_hash(LEXICON_PATH.read_text(encoding="utf-8"), length=12)
 
 
-def caption_items(ctx: TaskContext, clips: list[dict[str, Any]]) -> list[ItemDraft]:
+def caption_items(ctx: TaskContext, clips: list[dict[str, Any]]) -> Iterator[ItemDraft]:
     """One captioning item per reference caption, as the release's captioning files."""
-    drafts = []
     for clip in clips:
         split = ctx.splits.clip_split(clip["clip_id"])
         for index, caption in enumerate(clip["captions"]):
             text = " ".join(str(caption).split())
-            drafts.append(
-                ItemDraft(
-                    split=split,  # type: ignore[arg-type]
-                    generation_key=f"caption:{index}",
-                    subtask="caption",
-                    clip_ids=[clip["clip_id"]],
-                    input=CAPTION_INSTRUCTION,
-                    answer=text,
-                    focus="events",
-                    facts={"clips": [clip_info(clip)], "caption_index": index},
-                    model=MODEL_TEMPLATE,
-                    reasons=v.check_nonempty(text),
-                )
+            yield ItemDraft(
+                split=split,  # type: ignore[arg-type]
+                generation_key=f"caption:{index}",
+                subtask="caption",
+                clip_ids=[clip["clip_id"]],
+                input=CAPTION_INSTRUCTION,
+                answer=text,
+                focus="events",
+                facts={"clips": [clip_info(clip)], "caption_index": index},
+                model=MODEL_TEMPLATE,
+                reasons=v.check_nonempty(text),
             )
-    return drafts
 
 
 def binary_items(

@@ -244,7 +244,7 @@ class GenerationEngine:
         unique: dict[str, _Prepared] = {}
         for item in prepared:
             unique.setdefault(item.key, item)
-        cached = load_cached_ok(self.warehouse, list(unique))
+        cached = load_cached_ok(self.warehouse, list(unique), self.recorder)
         pending = [p for key, p in unique.items() if key not in cached]
         summary = EngineRunSummary(
             requests=len(prepared), unique_calls=len(unique), cached=len(cached)

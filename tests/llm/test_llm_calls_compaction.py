@@ -395,3 +395,25 @@ def test_a_killed_engine_run_is_compacted_and_resumed_from_exactly_its_flushed_c
     assert run_usage(warehouse, "killed-run")["calls"] == flushed
     assert run_usage(warehouse, "resume")["calls"] == N_REQUESTS - flushed
     assert staging_left(warehouse) == []
+
+
+def test_a_run_reads_its_own_chunks_only_for_the_keys_it_recorded_ok(
+    warehouse: Warehouse,
+) -> None:
+    recorder = CallRecorder(warehouse, "long-run")
+    for i in range(3):
+        recorder.add(call_row(key(i), "long-run", status="ok" if i < 2 else "http_error"))
+    recorder.flush()
+    own = run_files(warehouse, "long-run")
+    assert own and all(f.name.endswith(f"-{recorder.token}.parquet") for f in own)
+    # Keys it never recorded ok: none of its chunks is read.
+    unknown = [key(i) for i in range(2, 40)]
+    assert not set(own) & set(cache_files(warehouse, unknown, recorder))
+    assert load_cached_ok(warehouse, unknown, recorder) == {}
+    # Keys it recorded ok are still answered from its chunks, exactly as without it.
+    both = [key(0), key(1), key(2)]
+    assert load_cached_ok(warehouse, both, recorder) == load_cached_ok(warehouse, both)
+    assert set(load_cached_ok(warehouse, both, recorder)) == {key(0), key(1)}
+    # Another recorder of the same run id (a retried stage) reads them as any chunk.
+    other = CallRecorder(warehouse, "long-run")
+    assert set(own) <= set(cache_files(warehouse, unknown, other))

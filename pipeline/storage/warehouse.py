@@ -219,23 +219,33 @@ class Warehouse:
 
     # ---- reading -------------------------------------------------------------------
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
+    def connect(self, settings: Mapping[str, str] | None = None) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with every table and view defined.
 
         Library code reads through this rather than the catalog file, so pipeline
         stages never contend for the catalog's file lock (a user may have it open).
         The views are defined once per process and data folder; each call returns a
         cursor of that connection, which is safe to use from its own thread.
+
+        `settings` (DuckDB configuration, e.g. `memory_limit`, `threads`,
+        `temp_directory`) gives a database of its own, cached per settings the same way:
+        those options are database-wide, so setting them on the shared one would change
+        every other query of the process.
         """
         self.ensure_catalog()
-        return _view_connection(self.data_dir, schemas.catalog_fingerprint()).cursor()
+        fingerprint = schemas.catalog_fingerprint()
+        return _view_connection(self.data_dir, fingerprint, settings).cursor()
 
-    def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        with self.connect() as con:
+    def query(
+        self, sql: str, params: list[Any] | None = None, settings: Mapping[str, str] | None = None
+    ) -> pa.Table:
+        with self.connect(settings) as con:
             return con.sql(sql, params=params or None).to_arrow_table()
 
-    def rows(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        return self.query(sql, params).to_pylist()
+    def rows(
+        self, sql: str, params: list[Any] | None = None, settings: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        return self.query(sql, params, settings).to_pylist()
 
     def read_only_sql(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run a user's SQL against the catalog file: queries only, and they can read the
@@ -363,7 +373,9 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-_VIEW_CONNECTIONS: dict[tuple[int, str, str], duckdb.DuckDBPyConnection] = {}
+_VIEW_CONNECTIONS: dict[
+    tuple[int, str, str, tuple[tuple[str, str], ...]], duckdb.DuckDBPyConnection
+] = {}
 _VIEW_CONNECTIONS_LOCK = threading.Lock()
 
 
@@ -376,13 +388,16 @@ def _close_view_connections() -> None:
         _VIEW_CONNECTIONS.clear()
 
 
-def _view_connection(data_dir: Path, fingerprint: str) -> duckdb.DuckDBPyConnection:
+def _view_connection(
+    data_dir: Path, fingerprint: str, settings: Mapping[str, str] | None = None
+) -> duckdb.DuckDBPyConnection:
     # Keyed by pid too: a connection must not cross a fork (Dask/multiprocessing workers).
-    key = (os.getpid(), str(data_dir), fingerprint)
+    config = {name: str(value) for name, value in (settings or {}).items()}
+    key = (os.getpid(), str(data_dir), fingerprint, tuple(sorted(config.items())))
     with _VIEW_CONNECTIONS_LOCK:
         con = _VIEW_CONNECTIONS.get(key)
         if con is None:
-            con = duckdb.connect()
+            con = duckdb.connect(config=config)
             _define_views(con, data_dir)
             _VIEW_CONNECTIONS[key] = con
         return con

@@ -19,7 +19,7 @@ import yaml
 
 from pipeline.audio.io import split_location
 from pipeline.tasks.common.generate import get_task
-from pipeline.tasks.common.streaming import StreamedRows
+from pipeline.tasks.common.streaming import StreamedRows, scan_rows
 
 if TYPE_CHECKING:
     from pipeline.storage import Warehouse
@@ -63,7 +63,7 @@ def card_facts(warehouse: Warehouse, task_id: str, rows: ExportRows) -> dict[str
     used = selected + ", used AS (SELECT DISTINCT unnest(clip_ids) AS clip_id FROM selected) "
 
     def query(sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-        return warehouse.rows(sql, [task_id, *(params or [])])
+        return scan_rows(warehouse, sql, [task_id, *(params or [])])
 
     summary = query(
         selected + "SELECT count(*) AS items, "
@@ -84,9 +84,11 @@ def card_facts(warehouse: Warehouse, task_id: str, rows: ExportRows) -> dict[str
         [UNKNOWN_LICENSE],
     ):
         licenses.setdefault(clip["source"], Counter())[clip["license"]] += clip["n"]
+    # The selected rows carry their latest filter decision (view `items`): counted as they
+    # are, each exported row once.
     filters = query(
-        selected + "SELECT filter_policy AS policy, filter_status, count(*) AS n FROM items "
-        "WHERE item_id IN (SELECT item_id FROM selected) GROUP BY ALL ORDER BY ALL"
+        selected + "SELECT filter_policy AS policy, filter_status, count(*) AS n "
+        "FROM selected GROUP BY ALL ORDER BY ALL"
     )
     checkpoints = query(
         selected + "SELECT DISTINCT f.backend, f.checkpoint, f.policy, f.policy_params "
@@ -97,7 +99,8 @@ def card_facts(warehouse: Warehouse, task_id: str, rows: ExportRows) -> dict[str
         used + "SELECT method, params, count(*) AS clips FROM clip_pitch "
         "WHERE clip_id IN (SELECT clip_id FROM used) GROUP BY ALL ORDER BY clips DESC"
     )
-    left_out = warehouse.rows(
+    left_out = scan_rows(
+        warehouse,
         "SELECT reason, count(*) AS n FROM ("
         "  SELECT unnest(validation_reasons) AS reason FROM items_current "
         "  WHERE task = ? AND validation_status <> 'valid'"

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
+import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import ForgeError, InputFormatError
@@ -39,7 +40,16 @@ from pipeline.tasks.common.card import card_facts, dataset_card
 from pipeline.tasks.common.generate import get_task
 from pipeline.tasks.common.hf_export import write_hf
 from pipeline.tasks.common.records import SPLIT_ORDER
-from pipeline.tasks.common.streaming import SPLIT_RANK_SQL, StreamedRows, split_groups
+from pipeline.tasks.common.streaming import (
+    SORT_KEY,
+    StreamedRows,
+    read_sorted,
+    scan_connection,
+    scratch_database,
+    sort_key_sql,
+    split_groups,
+    split_rank,
+)
 from pipeline.viewer.reviews import REJECTED_BY_REVIEW_SQL
 
 ItemModel = TypeVar("ItemModel", bound=BaseModel)
@@ -51,18 +61,25 @@ COMMON_FORMATS = ("hf", "jsonl", "pengi-jsonl")  # pengi-jsonl: pipeline.tasks.c
 CARD_NAME = "README.md"
 
 
-# Splits by SPLIT_ORDER; other splits after them in order of their first item_id (the order
-# a stable sort by (rank, item_id) then grouping by first appearance gives); then item_id.
-EXPORT_ORDER_SQL = f"{SPLIT_RANK_SQL}, min(item_id) OVER (PARTITION BY split), split"
-
-
 class ExportRows(StreamedRows):
-    """Exportable rows of `items_current`, grouped by split (SPLIT_ORDER first), streamed.
+    """Exportable rows of `items_current`, grouped by split, streamed.
 
     Each row is an `items_current` row plus `audio_paths` (absolute audio path of each of
     its clips that `clips` knows, in the item's clip order) and `export_clips` (those
-    clips' `clip_id, source, audio_root, audio_path`). Within a split rows come by
-    `item_id`, or by `within_split_order` (SQL over `items_current` columns) then item_id.
+    clips' `clip_id, source, audio_root, audio_path`). Splits come in SPLIT_ORDER, other
+    splits after them by their smallest item_id, then by name. Within a split rows come by
+    `item_id`, or by the `within_split_order` terms (SQL over `items_current` columns,
+    ascending, NULLs last) then item_id.
+
+    How a pass keeps DuckDB's memory bounded (pipeline.tasks.common.streaming says which
+    operators spill and which do not), in a scratch database of the pass:
+
+    1. table `selected`: the selection as it is (no join yet: its row count is then
+       exact, so the join of 2. hashes `clips`, narrow, instead of whole item rows);
+    2. table `located`: one row per item and clip position, with that clip and the row's
+       sort key (`sort_key_sql`: splits in export order, the within-split terms, item_id);
+    3. `read_sorted`: the keys are sorted, the rows read back range by range;
+    4. `_items`: Python joins the clip rows of each item back into one row.
     """
 
     def __init__(
@@ -70,25 +87,12 @@ class ExportRows(StreamedRows):
         warehouse: Warehouse,
         task_id: str,
         include_dropped: bool = False,
-        within_split_order: str | None = None,
+        within_split_order: Sequence[str] = (),
     ) -> None:
         self.task_id = task_id
         self.include_dropped = include_dropped
-        self.within_split_order = within_split_order
-        order = ", ".join(o for o in (EXPORT_ORDER_SQL, within_split_order, "item_id") if o)
-        sql = (
-            f"WITH selected AS ({self.selection_sql}), "
-            "located AS ("
-            "  SELECT e.item_id, list(struct_pack(clip_id := c.clip_id, source := c.source, "
-            "    audio_root := c.audio_root, audio_path := c.audio_path) ORDER BY e.position) "
-            "    AS export_clips"
-            "  FROM (SELECT item_id, unnest(clip_ids) AS clip_id, "
-            "        generate_subscripts(clip_ids, 1) AS position FROM selected) e"
-            "  JOIN clips c USING (clip_id) GROUP BY e.item_id) "
-            f"SELECT s.*, l.export_clips FROM selected s LEFT JOIN located l USING (item_id) "
-            f"ORDER BY {order}"
-        )
-        super().__init__(warehouse, sql, [task_id])
+        self.within_split_order = tuple(within_split_order)
+        super().__init__(warehouse, self.selection_sql, [task_id])
 
     @property
     def selection_sql(self) -> str:
@@ -100,16 +104,79 @@ class ExportRows(StreamedRows):
             f"AND i.item_id NOT IN ({REJECTED_BY_REVIEW_SQL})"
         )
 
-    def ordered(self, within_split_order: str) -> ExportRows:
+    def located_sql(self, selected_table: str) -> str:
+        """One row per item of `selected_table` and clip position (`clip_position`, 1-based;
+        an item without clips has one row, position 1), with `export_row` (the item row's
+        rowid), the sort key (column SORT_KEY) and `export_clip` (the struct of the clip
+        `clips` knows at that position, or NULL). One `?`: the splits in export order."""
+        terms = (
+            "list_position(?::VARCHAR[], split)",
+            *self.within_split_order,
+            "item_id",
+            "export_row",
+            "clip_position",
+        )
+        # The key is made before the join, so its terms see the item's columns only.
+        placed = (
+            "SELECT *, rowid AS export_row, "
+            "unnest(range(1, greatest(len(coalesce(clip_ids, [])), 1) + 1)) AS clip_position "
+            f"FROM {selected_table}"
+        )
+        return (
+            "SELECT p.*, CASE WHEN c.clip_id IS NULL THEN NULL ELSE struct_pack("
+            "  clip_id := c.clip_id, source := c.source, audio_root := c.audio_root, "
+            "  audio_path := c.audio_path) END AS export_clip "
+            f"FROM (SELECT *, {sort_key_sql(terms)} AS {SORT_KEY} FROM ({placed})) p "
+            "LEFT JOIN clips c ON c.clip_id = p.clip_ids[p.clip_position]"
+        )
+
+    def ordered(self, within_split_order: Sequence[str]) -> ExportRows:
         """The same rows with another order inside each split."""
         return ExportRows(self.warehouse, self.task_id, self.include_dropped, within_split_order)
 
+    def batches(self) -> Iterator[list[dict[str, Any]]]:
+        with (
+            scan_connection(self.warehouse) as con,
+            scratch_database(con, self.warehouse) as scratch,
+        ):
+            selected, located = f"{scratch}.selected", f"{scratch}.located"
+            con.execute(f"CREATE TABLE {selected} AS {self.selection_sql}", self.params)
+            firsts = con.sql(f"SELECT split, min(item_id) FROM {selected} GROUP BY split")
+            splits = sorted(firsts.fetchall(), key=lambda s: (split_rank(s[0]), s[1], s[0]))
+            con.execute(
+                f"CREATE TABLE {located} AS {self.located_sql(selected)}",
+                [[split for split, _ in splits]],
+            )
+            con.execute(f"DROP TABLE {selected}")
+            yield from self._items(read_sorted(con, located, self.chunk_rows))
+
+    def _items(self, batches: Iterable[pa.RecordBatch]) -> Iterator[list[dict[str, Any]]]:
+        """Rows of one item (consecutive, same export_row) made one row with its clips;
+        an item whose rows straddle two batches is handed out with the later batch."""
+        item: dict[str, Any] | None = None
+        item_number = None
+        for batch in batches:
+            done = []
+            for row in batch.to_pylist():
+                number, clip = row.pop("export_row"), row.pop("export_clip")
+                del row["clip_position"]
+                if item is None or number != item_number:
+                    if item is not None:
+                        done.append(item)
+                    item, item_number = row, number
+                    item["export_clips"] = []
+                if clip is not None:
+                    item["export_clips"].append(clip)
+            if done:
+                yield self.convert(done)
+        if item is not None:
+            yield self.convert([item])
+
     def convert(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for row in rows:
-            clips = row["export_clips"] or []
-            row["export_clips"] = clips
             row["audio_paths"] = [
-                str(Path(clip["audio_root"] or "") / clip["audio_path"]) for clip in clips
+                str(Path(clip["audio_root"] or "") / clip["audio_path"])
+                for clip in row["export_clips"]
             ]
         return rows
 

@@ -30,6 +30,7 @@ cast to `Audio`, which only converts Arrow storage.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ TEXT_COLUMNS = (
 )
 LIST_COLUMNS = ("clip_ids", "audio_paths", "options", "spans")
 FACT_PREFIX = "fact_"
+WRITER_BATCH_ROWS = 1_000  # records per Arrow record batch while a split is written
 
 
 def fact_types(rows: Iterable[dict[str, Any]]) -> dict[str, str]:
@@ -109,10 +111,13 @@ def audio_value(clip: dict[str, Any]) -> dict[str, Any]:
 def write_hf(rows: Iterable[dict[str, Any]], out: Path) -> Path:
     """Save `rows` (export rows with `export_clips`, grouped by split) as a DatasetDict.
 
-    The fact types take one streamed pass over the rows; each split's Dataset is then
-    built from that split's rows (held for the split while `datasets` converts them).
+    The fact types take one streamed pass over the rows. A second pass writes each split's
+    records, WRITER_BATCH_ROWS at a time, into an Arrow file (datasets' `ArrowWriter`, in a
+    temporary folder beside `out`) that the split's Dataset maps from disk, so no split is
+    held in memory; `save_to_disk` then copies them into `out`.
     """
     import datasets
+    from datasets.arrow_writer import ArrowWriter
 
     from pipeline.tasks.common.streaming import split_groups
 
@@ -126,14 +131,23 @@ def write_hf(rows: Iterable[dict[str, Any]], out: Path) -> Path:
             **{FACT_PREFIX + name: datasets.Value(dtype) for name, dtype in types.items()},
         }
     )
-    splits = {}
-    for split, split_rows in split_groups(rows):
-        records = [_record(row, types) for row in split_rows]
-        dataset = datasets.Dataset.from_list(records, features=features)
-        for name in AUDIO_COLUMNS:
-            dataset = dataset.cast_column(name, datasets.Audio(decode=False))
-        splits[split] = dataset
-    datasets.DatasetDict(splits).save_to_disk(str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.hf-", dir=out.parent) as build:
+        splits = {}
+        for split, split_rows in split_groups(rows):
+            path = str(Path(build) / f"{split}.arrow")
+            with ArrowWriter(
+                features=features, path=path, writer_batch_size=WRITER_BATCH_ROWS
+            ) as writer:
+                for row in split_rows:
+                    writer.write(_record(row, types))
+                writer.finalize()
+            dataset = datasets.Dataset.from_file(path)
+            for name in AUDIO_COLUMNS:
+                dataset = dataset.cast_column(name, datasets.Audio(decode=False))
+            splits[split] = dataset
+        datasets.DatasetDict(splits).save_to_disk(str(out))
+        splits.clear()  # the datasets map files of `build`, removed next
     return out
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.tasks.common.splits import CROSS_CORPUS_LEAK
+from pipeline.tasks.common.streaming import scan_rows
 
 if TYPE_CHECKING:
     from pipeline.storage import Warehouse
@@ -44,31 +45,36 @@ class LeakageSummary(BaseModel):
 
 def leakage_summary(warehouse: Warehouse, task_id: str) -> LeakageSummary:
     summary = LeakageSummary()
-    summary.groups_crossing_splits = warehouse.rows(
-        "SELECT count(DISTINCT sound_group) AS n FROM leakage"
+    summary.groups_crossing_splits = scan_rows(
+        warehouse, "SELECT count(DISTINCT sound_group) AS n FROM leakage"
     )[0]["n"]
-    summary.task_groups_crossing_splits = warehouse.rows(
-        "SELECT count(DISTINCT sound_group) AS n FROM leakage WHERE task = ?", [task_id]
+    summary.task_groups_crossing_splits = scan_rows(
+        warehouse, "SELECT count(DISTINCT sound_group) AS n FROM leakage WHERE task = ?", [task_id]
     )[0]["n"]
     summary.by_link = {
         r["linked_by"]: r["n"]
-        for r in warehouse.rows(
+        for r in scan_rows(
+            warehouse,
             "SELECT linked_by, count(DISTINCT sound_group) AS n FROM leakage "
-            "GROUP BY 1 ORDER BY 2 DESC, 1"
+            "GROUP BY 1 ORDER BY 2 DESC, 1",
         )
     }
     summary.by_task = {
         r["task"]: r["n"]
-        for r in warehouse.rows("SELECT task, count(*) AS n FROM leakage GROUP BY 1 ORDER BY 1")
+        for r in scan_rows(
+            warehouse, "SELECT task, count(*) AS n FROM leakage GROUP BY 1 ORDER BY 1"
+        )
     }
     summary.linked_clips_by_kind = {
         r["kind"]: r["n"]
-        for r in warehouse.rows(
+        for r in scan_rows(
+            warehouse,
             "SELECT kind, count(*) AS n FROM (SELECT unnest(string_split(linked_by, ',')) AS kind "
-            "FROM sound_groups) WHERE kind <> 'self' GROUP BY 1 ORDER BY 1"
+            "FROM sound_groups) WHERE kind <> 'self' GROUP BY 1 ORDER BY 1",
         )
     }
-    summary.rejected_items = warehouse.rows(
+    summary.rejected_items = scan_rows(
+        warehouse,
         "SELECT count(*) AS n FROM items_current WHERE task = ? "
         "AND list_contains(validation_reasons, ?)",
         [task_id, CROSS_CORPUS_LEAK],

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.tasks.common.generate import get_task
 from pipeline.tasks.common.leakage import LeakageSummary, leakage_summary
 from pipeline.tasks.common.records import SPLIT_ORDER
-from pipeline.tasks.common.streaming import SPLIT_RANK_SQL, StreamedRows
+from pipeline.tasks.common.streaming import SPLIT_RANK_SQL, SortedRows, scan_rows
 from pipeline.tasks.common.validators import DUPLICATE_EXACT, DUPLICATE_NORMALIZED
 
 if TYPE_CHECKING:
@@ -120,12 +120,14 @@ def report_task(warehouse: Warehouse, task_id: str) -> TaskReport:
     report = TaskReport(task=task_id)
     report.generation_versions = [
         r["generation_version"]
-        for r in warehouse.rows(
+        for r in scan_rows(
+            warehouse,
             "SELECT DISTINCT generation_version FROM items_current WHERE task = ? ORDER BY 1",
             [task_id],
         )
     ]
-    counts = warehouse.rows(
+    counts = scan_rows(
+        warehouse,
         """
         SELECT split, count(*) AS items,
                count(*) FILTER (WHERE validation_status = 'valid') AS valid,
@@ -150,20 +152,23 @@ def report_task(warehouse: Warehouse, task_id: str) -> TaskReport:
         for r in counts
     }
     if task.label_field:
-        for r in warehouse.rows(
+        for r in scan_rows(
+            warehouse,
             f"SELECT split, {task.label_field} AS label, count(*) AS n FROM items_current "
             "WHERE task = ? AND validation_status = 'valid' GROUP BY ALL ORDER BY split, n DESC, label",
             [task_id],
         ):
             by_split[r["split"]].labels[str(r["label"])] = r["n"]
-    for r in warehouse.rows(
+    for r in scan_rows(
+        warehouse,
         "SELECT split, reason, count(*) AS n FROM "
         "(SELECT split, unnest(validation_reasons) AS reason FROM items_current WHERE task = ?) "
         "GROUP BY ALL ORDER BY split, n DESC, reason",
         [task_id],
     ):
         by_split[r["split"]].rejects_by_reason[r["reason"]] = r["n"]
-    for r in warehouse.rows(
+    for r in scan_rows(
+        warehouse,
         f"""
         SELECT split, {GAP_BIN_SQL} AS bin, count(*) AS n FROM (
             SELECT split,
@@ -185,11 +190,11 @@ def report_task(warehouse: Warehouse, task_id: str) -> TaskReport:
     report.cross_split_duplicates = cross_split_duplicates(warehouse, task_id, task.dedup_sql)
     # Streamed: a task's sections read each valid row once (and may ask len()); in split
     # order then item_id, so per-split lines come out in the same order on every run.
-    rows = StreamedRows(
+    rows = SortedRows(
         warehouse,
-        "SELECT * FROM items_current WHERE task = ? AND validation_status = 'valid' "
-        f"ORDER BY {SPLIT_RANK_SQL}, split, item_id",
+        "SELECT * FROM items_current WHERE task = ? AND validation_status = 'valid'",
         [task_id],
+        order_terms=(SPLIT_RANK_SQL, "split", "item_id"),
     )
     report.extra_sections = task.report_sections(rows)  # type: ignore[arg-type]
     report.leakage = leakage_summary(warehouse, task_id)
@@ -200,7 +205,7 @@ def report_task(warehouse: Warehouse, task_id: str) -> TaskReport:
 def cross_split_duplicates(warehouse: Warehouse, task_id: str, expr: str = "input") -> int:
     """Normalised texts that are valid in more than one split (must be 0)."""
     sql = CROSS_SPLIT_DUPLICATES_SQL.format(normalized=NORMALIZED_SQL.format(expr=expr), expr=expr)
-    return int(warehouse.rows(sql, [task_id])[0]["n"])
+    return int(scan_rows(warehouse, sql, [task_id])[0]["n"])
 
 
 def _bin(index: int) -> str:

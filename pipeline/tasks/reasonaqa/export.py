@@ -107,13 +107,13 @@ def caption_groups_together(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for _, row in sorted(enumerate(rows), key=key)]
 
 
-# `caption_groups_together` as an ORDER BY inside each split, so streamed exports need no sort
-# in Python: other items first (by item_id), then captions by clip list and caption index.
-CAPTION_GROUPS_ORDER_SQL = (
-    "coalesce(subtask = 'caption', false), "
-    "CASE WHEN subtask = 'caption' THEN coalesce(clip_ids, []::VARCHAR[]) END, "
+# `caption_groups_together` as ORDER BY terms inside each split, so streamed exports need no
+# sort in Python: other items first (by item_id), then captions by clip list and caption index.
+CAPTION_GROUPS_ORDER: tuple[str, ...] = (
+    "coalesce(subtask = 'caption', false)",
+    "CASE WHEN subtask = 'caption' THEN coalesce(clip_ids, []::VARCHAR[]) END",
     "CASE WHEN subtask = 'caption' THEN "
-    "coalesce(TRY_CAST(json_extract(facts, '$.caption_index') AS BIGINT), 0) END"
+    "coalesce(TRY_CAST(json_extract(facts, '$.caption_index') AS BIGINT), 0) END",
 )
 
 
@@ -123,7 +123,7 @@ def write_mellow_json(rows: Iterable[dict[str, Any]], out_dir: Path) -> list[Pat
     Streamed export rows are re-queried in caption-group order; a plain list is sorted.
     """
     if isinstance(rows, ExportRows):
-        ordered: Iterable[dict[str, Any]] = rows.ordered(CAPTION_GROUPS_ORDER_SQL)
+        ordered: Iterable[dict[str, Any]] = rows.ordered(CAPTION_GROUPS_ORDER)
     else:
         ordered = [
             row

@@ -64,7 +64,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.errors import ForgeError
 from pipeline.storage import Warehouse
 from pipeline.storage import schema as schemas
-from pipeline.storage.warehouse import PartitionWriter, to_arrow
+from pipeline.storage.warehouse import PartitionWriter, fsync_dir, to_arrow
 
 logger = logging.getLogger("pipeline.llm")
 
@@ -241,7 +241,7 @@ def _compact_folder(warehouse: Warehouse, folder_name: str) -> CompactionResult:
             staging.mkdir(parents=True)
             result.rows, result.files_after = _write_buckets(warehouse, files, staging)
             _after_step("staged")
-            _fsync_dir(staging)
+            fsync_dir(staging)
             _exchange(staging, live)
         except (_NoExchange, OSError, ForgeError, duckdb.Error) as exc:
             shutil.rmtree(staging, ignore_errors=True)
@@ -250,8 +250,8 @@ def _compact_folder(warehouse: Warehouse, folder_name: str) -> CompactionResult:
             result.note = f"not compacted, chunks kept: {exc}"
             logger.warning("llm_calls %s %s", folder_name, result.note)
             return result
-        _fsync_dir(live.parent)
-        _fsync_dir(staging.parent)
+        fsync_dir(live.parent)
+        fsync_dir(staging.parent)
         _after_step("exchanged")
         # `staging` now holds the chunks the bucket files replaced.
         shutil.rmtree(staging, ignore_errors=True)
@@ -413,15 +413,6 @@ def _children(folder: Path) -> list[Path]:
 
 def _is_chunk(path: Path) -> bool:
     return not _BUCKET_FILE_RE.match(path.name)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # ---- reading ----------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class PartitionWriter:
             with open(self._tmp_path, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(self._tmp_path, self.final_path)
-        _fsync_dir(self.final_path.parent)
+        fsync_dir(self.final_path.parent)
         return self.final_path
 
     def abort(self) -> None:
@@ -118,7 +118,7 @@ class WriteFailed(ForgeError):
     """The OS refused a warehouse write (disk full, size limit, permissions)."""
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -320,7 +320,7 @@ class Warehouse:
         # A write-ahead log left beside the old file would be replayed into the new one.
         self.catalog_path.with_name(self.catalog_path.name + ".wal").unlink(missing_ok=True)
         os.replace(tmp, self.catalog_path)
-        _fsync_dir(self.catalog_path.parent)
+        fsync_dir(self.catalog_path.parent)
 
 
 # The catalog must open in the DuckDB CLI as distributed on PyPI (`pip install duckdb-cli`;

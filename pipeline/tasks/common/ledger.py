@@ -9,7 +9,7 @@ items is ever held. Two decisions still look at every item of a task at once:
   valid MCQs of a split in item_id order, the pitch task rejects a label surplus.
 
 The ledger keeps, per item and in staging order, only what those decisions read, as
-numpy columns (about 45 bytes an item, 63 MB for 1.4 M items): the split's precedence
+numpy columns (52 bytes an item, 73 MB for 1.4 M items): the split's precedence
 rank, the item id, validity, 64-bit hashes of the duplicate texts, the LLM call key's
 hash, and one short task-chosen label (`Task.finalize_label`, e.g. 'mcq' or the pitch
 answer). Decisions are written back as a reason code or a rank per item and applied when

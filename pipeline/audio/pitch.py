@@ -228,14 +228,15 @@ def measure_clips(
         r["clip_id"]
         for r in warehouse.rows(
             "SELECT DISTINCT clip_id FROM clip_pitch WHERE params_key = ? "
-            "AND list_contains(?, clip_id)",
+            "AND clip_id IN (SELECT unnest(?::VARCHAR[]))",
             [key, wanted],
         )
     }
     todo = [c for c in wanted if c not in done]
     summary.cached = len(wanted) - len(todo)
     clips = warehouse.rows(
-        "SELECT * FROM clips WHERE list_contains(?, clip_id) ORDER BY clip_id", [todo]
+        "SELECT * FROM clips WHERE clip_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY clip_id",
+        [todo],
     )
     records = []
     with progress.step("pitch", total=len(clips), unit="clip") as advance:
@@ -257,7 +258,7 @@ def load_pitches(
     rows = warehouse.rows(
         """
         SELECT clip_id, status, median_f0_hz, voiced_fraction
-        FROM clip_pitch WHERE params_key = ? AND list_contains(?, clip_id)
+        FROM clip_pitch WHERE params_key = ? AND clip_id IN (SELECT unnest(?::VARCHAR[]))
         QUALIFY row_number() OVER (PARTITION BY clip_id ORDER BY measured_at DESC) = 1
         """,
         [config.key(), sorted(set(clip_ids))],

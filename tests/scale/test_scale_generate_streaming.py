@@ -191,3 +191,48 @@ def test_a_killed_generation_leaves_no_items_and_its_staging_is_removed_later(
     summary = generate_task(wh, "reasonaqa", LLMConfig.from_env(backend="offline"), "k")
     assert summary.items and len(wh.rows("SELECT * FROM items_current")) == summary.items
     assert not list((wh.data_dir / staging.STAGING_DIR).iterdir())
+
+
+def test_generation_runs_with_rarer_full_collections_and_restores_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import threading
+
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    def failing_stage(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.get_threshold())
+        raise RuntimeError("stage failed")
+
+    monkeypatch.setattr(generate, "_stage", failing_stage)
+    with pytest.raises(RuntimeError, match="stage failed"):
+        generate_task(ingested(tmp_path), "reasonaqa", LLMConfig.from_env(backend="offline"), "r")
+    assert seen and seen[0][2] == max(before[2], generate.FULL_COLLECTION_EVERY)
+    assert seen[0][:2] == before[:2]  # young generations as they were
+    assert gc.get_threshold() == before  # restored, also after a failure
+
+    # Two generations in threads: the setting holds until the last one ends.
+    first_inside, second_done, release = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with generate.rarer_full_collections():
+            first_inside.set()
+            release.wait(10)
+
+    def second() -> None:
+        first_inside.wait(10)
+        with generate.rarer_full_collections():
+            pass
+        second_done.set()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    assert second_done.wait(10)
+    assert gc.get_threshold()[2] == max(before[2], generate.FULL_COLLECTION_EVERY)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert gc.get_threshold() == before

@@ -345,3 +345,40 @@ def test_pairs_below_the_minimum_gap_are_rejected_rows_without_llm_calls(generat
         low = min(facts["avg_pitch_1"], facts["avg_pitch_2"])
         assert (high - low) / high < 0.10
         assert row["input"] is None and row["llm_call_key"] is None
+
+
+def test_sound_lookup_finds_the_same_sound_as_a_walk_over_the_lexicon() -> None:
+    """The offline rules look sound words up in a table of spellings; it must return what a
+    walk over words x lexicon (first matching word, then lexicon order) returns."""
+    import random
+
+    from pipeline.tasks.auditorybench.offline import _animal_sound, _words
+
+    vocabulary = animal_vocabulary()
+    every_sound = tuple(sorted(vocabulary.sound_words))
+    suffixes = ("", "s", "es", "ing", "ed", "x")
+
+    def walk(animal: str, words: list[str]) -> str | None:
+        own = vocabulary.get(animal).sounds
+        for lexicon in (own, every_sound):
+            for word in words:
+                for sound in lexicon:
+                    if word in (sound, sound + "s", sound + "es", sound + "ing"):
+                        return sound
+        return None
+
+    rng = random.Random(7)
+    animals = sorted(a for a in vocabulary.animals if vocabulary.get(a).sounds)
+    found = 0
+    for _ in range(400):
+        animal = rng.choice(animals)
+        pool = every_sound + vocabulary.get(animal).sounds * 20  # its own sounds often
+        words = [rng.choice(pool) + rng.choice(suffixes) for _ in range(rng.randint(0, 4))]
+        words += rng.sample(["forest", "night", "recording", "loud"], 2)
+        rng.shuffle(words)
+        variables = {"tags": words, "title": "", "description": "", "captions": []}
+        lowered = [w for tag in words for w in [tag, *_words(tag)]]  # each tag, then its tokens
+        expected = walk(animal, lowered)
+        assert _animal_sound(animal, variables) == expected, (animal, words)
+        found += expected is not None
+    assert found > 100  # the comparison covered many matches, not only misses

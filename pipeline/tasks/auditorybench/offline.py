@@ -9,6 +9,7 @@ metadata does not support an answer, exactly as the prompt asks the LLM to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from typing import Any
@@ -82,11 +83,22 @@ def _animal_sound(animal: str, variables: dict[str, Any]) -> str | None:
     ]
     words = [w for text in texts for w in [text.strip().lower(), *_words(text)]]
     for lexicon in (own, tuple(sorted(vocabulary.sound_words))):
+        forms = _sound_forms(lexicon)
         for word in words:
-            for sound in lexicon:
-                if word in (sound, sound + "s", sound + "es", sound + "ing"):
-                    return sound
+            if word in forms:
+                return forms[word]
     return None
+
+
+@functools.lru_cache(maxsize=512)
+def _sound_forms(lexicon: tuple[str, ...]) -> dict[str, str]:
+    """Each spelling a sound word is matched in ('bark', 'barks', 'barkes', 'barking'),
+    mapped to the first sound of `lexicon` that has it: one lookup per metadata word."""
+    forms: dict[str, str] = {}
+    for sound in lexicon:
+        for form in (sound, sound + "s", sound + "es", sound + "ing"):
+            forms.setdefault(form, sound)
+    return forms
 
 
 @offline_rule("auditorybench/animal", version=_TABLES)

@@ -33,11 +33,10 @@ from pipeline.audio.pitch import PitchConfig, load_pitches, measure_clips
 from pipeline.tasks.auditorybench import export as csv_export
 from pipeline.tasks.auditorybench.categorize import (
     CATEGORIZE_PROMPT,
-    CLIP_VARIABLE_COLUMNS,
     RELEASE_COLUMNS,
+    ClipVariableTable,
     broad_of,
     categorize_clips,
-    clip_variables,
 )
 from pipeline.tasks.auditorybench.knowledge import pitch_sources, tables_fingerprint
 from pipeline.tasks.common import validators as v
@@ -155,8 +154,8 @@ class PitchTask(Task):
     def clip_items(self, ctx: TaskContext) -> Iterator[ItemDraft]:
         """Pairs of measured clips per split, phrased by the LLM in chunks of pairs.
 
-        Only each candidate clip's release fields (~0.2 KB) are held; the metadata the
-        prompt shows is read for one chunk of pairs at a time."""
+        Per usable clip only its release fields (~0.2 KB), pitch and prompt metadata (as
+        Arrow, ~0.25 KB) are held; the drafts are made one chunk of pairs at a time."""
         categories = categorize_clips(ctx)
         release: dict[str, tuple[int | None, str]] = {}
         for batch in ctx.clip_batches(
@@ -179,6 +178,7 @@ class PitchTask(Task):
             by_split.setdefault(split, []).append(clip_id)
             groups.setdefault((split, broad_of(categories[clip_id])), []).append(clip_id)
         del categories
+        variables = ClipVariableTable(ctx, usable)
         for split, clip_ids in sorted(by_split.items()):
             if self.pairing == "published":
                 pairs = sorted(
@@ -191,9 +191,8 @@ class PitchTask(Task):
                 pairs = seeded_pairs(clip_ids, self.pairs_per_clip, ctx.seed)
             ordered = self.order_pairs(pairs, pitches, ctx.seed)
             for start in range(0, len(ordered), PAIR_CHUNK):
-                yield from self.pair_items(
-                    ctx, split, ordered[start : start + PAIR_CHUNK], release, pitches
-                )
+                chunk = ordered[start : start + PAIR_CHUNK]
+                yield from self.pair_items(ctx, split, chunk, release, pitches, variables)
 
     def pair_items(
         self,
@@ -202,6 +201,7 @@ class PitchTask(Task):
         pairs: list[tuple[str, str]],
         release: dict[str, tuple[int | None, str]],
         pitches: dict[str, dict[str, Any]],
+        variables: ClipVariableTable,
     ) -> list[ItemDraft]:
         drafts: list[ItemDraft] = []
         pending: list[ItemDraft] = []
@@ -232,7 +232,7 @@ class PitchTask(Task):
                 draft.reasons.append(PITCH_GAP_TOO_SMALL)
             else:
                 pending.append(draft)
-        self.phrase(ctx, pending)
+        self.phrase(ctx, pending, variables)
         return drafts
 
     def order_pairs(
@@ -255,24 +255,17 @@ class PitchTask(Task):
         used = set(usable)
         return ordered + [pair for pair in pairs if pair not in used]
 
-    def phrase(self, ctx: TaskContext, pending: list[ItemDraft]) -> None:
+    def phrase(
+        self, ctx: TaskContext, pending: list[ItemDraft], variables: ClipVariableTable
+    ) -> None:
         from pipeline.llm import LLMRequest
 
-        wanted = sorted({clip_id for draft in pending for clip_id in draft.clip_ids})
-        clips = {
-            clip["clip_id"]: clip
-            for clip in ctx.clips(
-                "clip_id IN (SELECT unnest(?::VARCHAR[]))", [wanted], CLIP_VARIABLE_COLUMNS
-            )
-        }
+        clips = variables.variables(clip_id for draft in pending for clip_id in draft.clip_ids)
         requests = [
             LLMRequest(
                 item_key=f"pitch:{draft.clip_ids[0]}|{draft.clip_ids[1]}",
                 prompt=PITCH_PROMPT,
-                variables={
-                    "first": clip_variables(clips[draft.clip_ids[0]]),
-                    "second": clip_variables(clips[draft.clip_ids[1]]),
-                },
+                variables={"first": clips[draft.clip_ids[0]], "second": clips[draft.clip_ids[1]]},
                 seed=ctx.seed,
             )
             for draft in pending

@@ -98,6 +98,11 @@ def item_id(task: str, clip_ids: Sequence[str], prompt_version: str | None, key:
     return stable_hash(task, list(clip_ids), prompt_version, key)
 
 
+def _clip_query(where: str, columns: str) -> str:
+    """The one query behind TaskContext's clip readers: `clips` rows in clip order."""
+    return f"SELECT {columns} FROM clips WHERE {where} ORDER BY clip_id"
+
+
 @dataclass
 class TaskContext:
     """Everything a task's `build_items` may use. Created by `generate_task`."""
@@ -147,7 +152,7 @@ class TaskContext:
         corpora too large to hold (LAION-Audio-630K)."""
         with self.warehouse.connect() as con:
             reader = con.sql(
-                f"SELECT {columns} FROM clips WHERE {where} ORDER BY clip_id",
+                _clip_query(where, columns),
                 params=params or None,
             ).to_arrow_reader(batch_rows)
             for batch in reader:
@@ -160,7 +165,7 @@ class TaskContext:
         for metadata a task looks up many times (`Table.take`)."""
         with self.warehouse.connect() as con:
             return con.sql(
-                f"SELECT {columns} FROM clips WHERE {where} ORDER BY clip_id",
+                _clip_query(where, columns),
                 params=params or None,
             ).to_arrow_table()
 
@@ -172,9 +177,7 @@ class TaskContext:
     ) -> list[dict[str, Any]]:
         """Clip rows (the `clips` view) matching a WHERE clause with bound parameters; a
         task over a large corpus names the `columns` it reads (a whole row is ~4 KB)."""
-        return self.warehouse.rows(
-            f"SELECT {columns} FROM clips WHERE {where} ORDER BY clip_id", params or []
-        )
+        return self.warehouse.rows(_clip_query(where, columns), params or [])
 
 
 class ExportOptions(BaseModel):
